@@ -1,0 +1,108 @@
+"""The `blindspot` command: one subcommand per stage, each a thin shell over a plain function.
+
+    blindspot --help
+    blindspot data describe ../shared/data/mnli-subset/multinli_1.0_train.jsonl.gz
+    blindspot SUBCOMMAND --help
+
+Each subcommand lives in the module named below, which defines `add_arguments(parser)` and
+`main(args) -> int`; modules are imported only when their subcommand runs, so `--help` is
+fast and a torch-free command never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+from blindspot import __version__
+from blindspot.errors import BlindspotError
+
+# subcommand -> (module, one-line help). Multi-word commands ("data describe") are keyed
+# with a space and typed as two words.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data describe": ("blindspot.data.describe", "Count labels, cleaning and heuristic prevalence of NLI sets."),
+    "train-classifier": ("blindspot.train", "Train (or continue training) an LLM + LoRA NLI classifier."),
+    "evaluate": ("blindspot.evaluate", "Evaluate a classifier on NLI sets: accuracies with intervals, predictions."),
+    "compare": ("blindspot.compare", "Paired comparison (exact McNemar) of two prediction files on one set."),
+    "train-generator": ("blindspot.generator", "Train the LLM as a label-first generator of NLI examples."),
+    "generate": ("blindspot.generate", "Sample labelled synthetic NLI examples from a trained generator."),
+    "filter": ("blindspot.filters", "Keep synthetic pairs on which a heuristic always (or never) works."),
+    "audit": ("blindspot.audit", "Heuristic features, lengths and diversity of NLI sets, side by side."),
+    "run": ("blindspot.grid", "Run a whole experiment grid from a YAML config (cached, resumable)."),
+    "report": ("blindspot.report", "Write the results table, figures and report of a finished run."),
+}
+
+log = logging.getLogger("blindspot")
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 0 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    # Libraries that chatter at INFO.
+    for noisy in ("urllib3", "filelock", "datasets", "httpx", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    """Commands whose module is present in this installation."""
+    return {k: v for k, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
+
+
+def _top_help(commands: dict[str, tuple[str, str]]) -> str:
+    width = max((len(k) for k in commands), default=10)
+    lines = [f"usage: blindspot [-v] SUBCOMMAND [options]   (blindspot {__version__})", "",
+             "Does fine-tuning an LLM on synthetic data reinforce its heuristics?", "", "subcommands:"]
+    lines += [f"  {k:<{width}}  {h}" for k, (_, h) in commands.items()]
+    lines += ["", "Run `blindspot SUBCOMMAND --help` for its options. -v: debug logging."]
+    return "\n".join(lines)
+
+
+def _split_command(argv: list[str], commands: dict) -> tuple[str | None, list[str]]:
+    if len(argv) >= 2 and f"{argv[0]} {argv[1]}" in commands:
+        return f"{argv[0]} {argv[1]}", argv[2:]
+    if argv and argv[0] in commands:
+        return argv[0], argv[1:]
+    return None, argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = 0
+    while argv and argv[0] in ("-v", "--verbose"):
+        verbose += 1
+        argv.pop(0)
+    commands = _available()
+    name, rest = _split_command(argv, commands)
+    if name is None:
+        if argv and argv[0] in ("--version",):
+            print(__version__)
+            return 0
+        print(_top_help(commands), file=sys.stdout if not argv or argv[0] in ("-h", "--help") else sys.stderr)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nblindspot: error: unknown subcommand {' '.join(argv[:1])!r}", file=sys.stderr)
+            return 2
+        return 0
+    module_name, help_line = commands[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"blindspot {name}", description=help_line,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    setup_logging(verbose)
+    try:
+        return int(module.main(args) or 0)
+    except BlindspotError as e:
+        print(f"blindspot {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"blindspot {name}: interrupted; finished work is kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
