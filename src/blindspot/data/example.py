@@ -61,3 +61,38 @@ class NLISet:
     def label_counts(self) -> dict[str, int]:
         c = Counter(e.label for e in self.examples)
         return {lab: c.get(lab, 0) for lab in self.labels}
+
+
+def save_examples(path, examples) -> None:
+    """Write examples as the canonical internal JSONL (one `to_dict()` per line), atomically."""
+    from blindspot.storage import atomic_write_jsonl
+
+    atomic_write_jsonl(path, (e.to_dict() for e in examples))
+
+
+def load_examples(path, labels: tuple[str, ...] | None = None) -> list[NLIExample]:
+    """Read the canonical internal JSONL; unknown keys are ignored, bad lines name file:line."""
+    import json
+    from pathlib import Path
+
+    from blindspot.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected an examples JSONL)")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            missing = [k for k in ("id", "premise", "hypothesis", "label") if not isinstance(d.get(k), str)]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing or non-string field(s) {', '.join(missing)}")
+            if labels is not None and d["label"] not in labels:
+                raise DataError(f"{path}:{lineno}: unknown label {d['label']!r} (expected one of {', '.join(labels)})")
+            out.append(NLIExample.from_dict(d))
+    return out
