@@ -1,0 +1,90 @@
+"""Intervals and paired tests for accuracies: Wilson score, exact McNemar, Newcombe paired difference.
+
+Every accuracy the project reports carries its count and a Wilson 95 % interval; two classifiers
+evaluated on the same examples are compared with the exact McNemar test on the discordant pairs
+and Newcombe's (1998) hybrid score interval for the difference of paired proportions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import binomtest
+
+Z95 = 1.959963984540054  # the two-sided 95 % normal quantile
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for `correct` successes out of `n`; (0, 1) when n is 0."""
+    if n < 0 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n, got correct={correct}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: b ~ Binomial(b + c, 1/2) on the discordant pairs."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    if b + c == 0:
+        return 1.0
+    return float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
+
+
+def paired_table(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> tuple[int, int, int, int]:
+    """Counts (both right, only A right, only B right, both wrong) of two paired 0/1 vectors."""
+    a = np.asarray(a_correct, dtype=bool)
+    b = np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired vectors must be 1-D and of equal length, got {a.shape} and {b.shape}")
+    return (int(np.sum(a & b)), int(np.sum(a & ~b)), int(np.sum(~a & b)), int(np.sum(~a & ~b)))
+
+
+def _phi(both: int, only_a: int, only_b: int, neither: int) -> float:
+    """Newcombe's continuity-corrected correlation of the two paired proportions."""
+    n = both + only_a + only_b + neither
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    if margins == 0:
+        return 0.0
+    cross = both * neither - only_a * only_b
+    if cross > n / 2:
+        cross -= n / 2
+    elif cross >= 0:
+        cross = 0
+    return cross / math.sqrt(margins)
+
+
+def paired_difference(a_correct: Sequence[bool], b_correct: Sequence[bool],
+                      z: float = Z95) -> tuple[float, float, float]:
+    """Accuracy of A minus accuracy of B on the same examples, with Newcombe's method-10 interval.
+
+    Newcombe (1998, Stat. Med. 17:2635) "square-and-add" hybrid score interval built from the two
+    Wilson intervals and the continuity-corrected phi between the paired outcomes.
+    """
+    both, only_a, only_b, neither = paired_table(a_correct, b_correct)
+    n = both + only_a + only_b + neither
+    if n == 0:
+        return 0.0, -1.0, 1.0
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    l1, u1 = wilson_interval(both + only_a, n, z)
+    l2, u2 = wilson_interval(both + only_b, n, z)
+    phi = _phi(both, only_a, only_b, neither)
+    diff = p1 - p2
+    lower = diff - math.sqrt(max(0.0, (p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2)))
+    upper = diff + math.sqrt(max(0.0, (p2 - l2) ** 2 + (u1 - p1) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1)))
+    return diff, max(-1.0, lower), min(1.0, upper)
+
+
+def accuracy_row(slice_name: str, correct: int, n: int) -> dict:
+    """One metric row as written to metrics.json: slice, correct, n, accuracy, Wilson interval."""
+    assert n > 0, f"empty slice {slice_name!r}: callers emit only non-empty slices"
+    lo, hi = wilson_interval(correct, n)
+    return {"slice": slice_name, "correct": int(correct), "n": int(n),
+            "accuracy": correct / n, "ci_low": lo, "ci_high": hi}
