@@ -1,0 +1,236 @@
+"""The tidy results table of a run: one row per condition x seed x evaluation set x slice.
+
+    blindspot report RUN_DIR          # collects, writes RUN_DIR/results/results.{csv,parquet}
+
+The grid runner writes RUN_DIR/results/index.json (schema: `RunIndex`) naming every finished
+condition and its evaluation directory; everything here reads only files. The starting point
+itself is source "start" with aug_size 0. Seeds are aggregated as a mean with a t-interval
+over seeds (>= 2 seeds) or, for a single seed, the Wilson interval of that run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from scipy import stats as sps
+
+from blindspot.errors import BlindspotError
+from blindspot.storage import DONE, atomic_write_bytes, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+START = "start"  # source name of the starting point itself (aug_size 0)
+INDEX = "results/index.json"
+RESULTS_CSV = "results/results.csv"
+RESULTS_PARQUET = "results/results.parquet"
+AGGREGATED_CSV = "results/results_aggregated.csv"
+COLUMNS = ["start_size", "source", "aug_size", "seed", "eval_set", "slice", "correct", "n",
+           "accuracy", "ci_low", "ci_high", "predictions"]
+CONDITION = ["start_size", "source", "aug_size"]
+AGG_KEYS = CONDITION + ["eval_set", "slice"]
+
+
+class ResultEntry(BaseModel):
+    """One finished evaluation of one trained condition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    start_size: int = Field(ge=0, description="MNLI examples the starting point was trained on.")
+    source: str = Field(min_length=1, description='Augmentation source; "start" for the starting point itself.')
+    aug_size: int = Field(ge=0, description="Augmentation examples added (0 for the starting point).")
+    seed: int = Field(description="Seed of the whole condition (sampling and training).")
+    eval_dir: str = Field(description="Evaluation output directory, relative to the run directory.")
+
+
+class RunIndex(BaseModel):
+    """RUN_DIR/results/index.json: what the run is and where each evaluation lives."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(description="Experiment name.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The experiment config as run (JSON).")
+    conditions: list[ResultEntry] = Field(description="Every evaluated condition x seed.")
+
+
+def write_index(run_dir: str | Path, index: RunIndex) -> Path:
+    """Write RUN_DIR/results/index.json atomically (called by the grid runner)."""
+    return atomic_write_json(Path(run_dir) / INDEX, index.model_dump(mode="json"))
+
+
+def load_index(run_dir: str | Path) -> RunIndex:
+    """Read and validate RUN_DIR/results/index.json."""
+    path = Path(run_dir) / INDEX
+    try:
+        return RunIndex.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise BlindspotError(f"{path}: not found; is {run_dir} a run directory of `blindspot run`?") from None
+    except json.JSONDecodeError as e:
+        raise BlindspotError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise BlindspotError(f"{path}: field {field!r}: {err['msg']}") from None
+
+
+def _metric_rows(entry: ResultEntry, run_dir: Path) -> list[dict]:
+    """The table rows of one evaluation directory (checked to be finished and complete)."""
+    eval_dir = run_dir / entry.eval_dir
+    if not (eval_dir / DONE).exists():
+        raise BlindspotError(f"{eval_dir}: evaluation not finished (no {DONE} marker); rerun `blindspot run`")
+    path = eval_dir / "metrics.json"
+    try:
+        sets = json.loads(path.read_text())["sets"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BlindspotError(f"{path}: expected an evaluation metrics.json with a 'sets' object ({e})") from None
+    rows = []
+    for set_name, block in sets.items():
+        pred = eval_dir / "predictions" / f"{set_name}.jsonl"
+        if not pred.exists():
+            raise BlindspotError(f"{pred}: predictions of set {set_name!r} missing")
+        for m in block["metrics"]:
+            rows.append({**entry.model_dump(exclude={"eval_dir"}), "eval_set": set_name,
+                         "slice": m["slice"], "correct": int(m["correct"]), "n": int(m["n"]),
+                         "accuracy": float(m["accuracy"]), "ci_low": float(m["ci_low"]),
+                         "ci_high": float(m["ci_high"]), "predictions": str(pred.relative_to(run_dir))})
+    return rows
+
+
+def collect_results(entries: Iterable[ResultEntry], run_dir: str | Path) -> pd.DataFrame:
+    """One tidy row per (condition, seed, eval set, slice) from the evaluations' metrics.json."""
+    run_dir = Path(run_dir)
+    rows = [r for e in entries for r in _metric_rows(e, run_dir)]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    dup = df.duplicated(["start_size", "source", "aug_size", "seed", "eval_set", "slice"])
+    if dup.any():
+        first = df[dup].iloc[0]
+        raise BlindspotError(f"{run_dir / INDEX}: condition {first[CONDITION + ['seed']].to_dict()} "
+                             "listed more than once")
+    df = df.astype({"start_size": int, "aug_size": int, "seed": int, "correct": int, "n": int})
+    return df.sort_values(["start_size", "source", "aug_size", "seed", "eval_set", "slice"],
+                          ignore_index=True)
+
+
+def _seed_interval(group: pd.DataFrame) -> pd.Series:
+    """Mean over seeds with a 95 % t-interval; a single seed keeps its Wilson interval."""
+    acc = group["accuracy"].to_numpy(dtype=float)
+    k = len(acc)
+    if k == 1:
+        row = group.iloc[0]
+        lo, hi, method, sd = row["ci_low"], row["ci_high"], "wilson", float("nan")
+    else:
+        sd = float(np.std(acc, ddof=1))
+        half = float(sps.t.ppf(0.975, k - 1)) * sd / np.sqrt(k)
+        # clipped to [0, 1]: accuracy cannot leave it, whatever the normal approximation says
+        lo, hi, method = max(0.0, acc.mean() - half), min(1.0, acc.mean() + half), "t"
+    return pd.Series({"n_seeds": k, "n": int(group["n"].max()), "accuracy": float(acc.mean()),
+                      "sd": sd, "ci_low": float(lo), "ci_high": float(hi), "interval": method})
+
+
+def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (start_size, source, aug_size, eval_set, slice): n_seeds, mean accuracy and interval."""
+    cols = AGG_KEYS + ["n_seeds", "n", "accuracy", "sd", "ci_low", "ci_high", "interval"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    out = df.groupby(AGG_KEYS, sort=True).apply(_seed_interval, include_groups=False).reset_index()
+    return out.astype({"n_seeds": int, "n": int})[cols]
+
+
+def write_results(df: pd.DataFrame, run_dir: str | Path) -> dict[str, Path]:
+    """Write results.csv, results.parquet and results_aggregated.csv under RUN_DIR/results/."""
+    run_dir = Path(run_dir)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    paths = {"csv": atomic_write_text(run_dir / RESULTS_CSV, df.to_csv(index=False)),
+             "parquet": atomic_write_bytes(run_dir / RESULTS_PARQUET, buf.getvalue()),
+             "aggregated": atomic_write_text(run_dir / AGGREGATED_CSV,
+                                             aggregate_seeds(df).to_csv(index=False))}
+    log.info("results: %d rows, %d conditions -> %s", len(df),
+             len(df.drop_duplicates(CONDITION + ["seed"])), run_dir / RESULTS_CSV)
+    return paths
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """The run's table: collected afresh from index.json if present, else the saved results table."""
+    run_dir = Path(run_dir)
+    if (run_dir / INDEX).exists():
+        df = collect_results(load_index(run_dir).conditions, run_dir)
+        write_results(df, run_dir)
+        return df
+    for rel, read in ((RESULTS_PARQUET, pd.read_parquet), (RESULTS_CSV, pd.read_csv)):
+        if (run_dir / rel).exists():
+            df = read(run_dir / rel)
+            missing = set(COLUMNS) - set(df.columns)
+            if missing:
+                raise BlindspotError(f"{run_dir / rel}: missing columns {sorted(missing)}")
+            return df[COLUMNS]
+    raise BlindspotError(f"{run_dir}: no results found: expected {INDEX} (written by `blindspot run`) "
+                         f"or {RESULTS_CSV}")
+
+
+def _slice_filter(slice_name: str):
+    """A row predicate for a slice of key=value filters ("label" is the gold label); "all" keeps all."""
+    if slice_name == "all":
+        return lambda row: True
+    try:
+        conds = [tuple(part.split("=", 1)) for part in slice_name.split(",")]
+        conds = [("gold" if k == "label" else k, v) for k, v in conds]
+    except ValueError:
+        raise BlindspotError(f"slice {slice_name!r}: expected 'all' or comma-joined key=value") from None
+    return lambda row: all(str(row.get(k)) == v for k, v in conds)
+
+
+def _sliced_copy(src: Path, slice_name: str, tmp_dir: Path) -> Path:
+    """The predictions file itself for "all", else a temporary copy holding only the slice's rows."""
+    if slice_name == "all":
+        return src
+    keep = _slice_filter(slice_name)
+    lines = [ln for ln in src.read_text().splitlines() if ln.strip() and keep(json.loads(ln))]
+    out = tmp_dir / f"{len(list(tmp_dir.iterdir()))}.jsonl"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def comparison_pairs(sources: Iterable[str]) -> list[tuple[str, str]]:
+    """(a, b) pairs to test: synthetic vs original, and every biased-* source vs synthetic."""
+    sources = set(sources)
+    pairs = [("synthetic", "original")] if {"synthetic", "original"} <= sources else []
+    if "synthetic" in sources:
+        pairs += [(s, "synthetic") for s in sorted(sources) if s.startswith("biased")]
+    return pairs
+
+
+def paired_tests(df: pd.DataFrame, run_dir: str | Path, targets: list[tuple[str, str]]) -> pd.DataFrame:
+    """McNemar test and paired difference acc(a) - acc(b), per start x aug size x pair x target x seed."""
+    import tempfile
+
+    from blindspot.compare import compare_predictions
+
+    run_dir = Path(run_dir)
+    keys = CONDITION + ["seed", "eval_set"]
+    pred = {tuple(r[:-1]): r[-1] for r in df.drop_duplicates(keys)[keys + ["predictions"]].itertuples(index=False)}
+    present = set(zip(df["eval_set"], df["slice"]))
+    targets = [t for t in targets if t in present]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for a, b in comparison_pairs(df["source"].unique()):
+            for (start, source, aug, seed, eval_set), path_a in pred.items():
+                path_b = pred.get((start, b, aug, seed, eval_set))
+                if source != a or path_b is None:
+                    continue
+                for slice_name in (s for e, s in targets if e == eval_set):
+                    r = compare_predictions(_sliced_copy(run_dir / path_a, slice_name, Path(tmp)),
+                                            _sliced_copy(run_dir / path_b, slice_name, Path(tmp)))
+                    rows.append({"start_size": start, "aug_size": aug, "source_a": a, "source_b": b,
+                                 "eval_set": eval_set, "slice": slice_name, "seed": seed, "n": r["n"],
+                                 "acc_a": r["acc_a"], "acc_b": r["acc_b"], "diff": r["diff"],
+                                 "diff_low": r["diff_ci"][0], "diff_high": r["diff_ci"][1],
+                                 "b": r["b"], "c": r["c"], "p_mcnemar": r["p_mcnemar"]})
+    cols = ["start_size", "aug_size", "source_a", "source_b", "eval_set", "slice", "seed", "n", "acc_a",
+            "acc_b", "diff", "diff_low", "diff_high", "b", "c", "p_mcnemar"]
+    return pd.DataFrame(rows, columns=cols).sort_values(
+        ["source_a", "source_b", "start_size", "aug_size", "eval_set", "slice", "seed"], ignore_index=True)
