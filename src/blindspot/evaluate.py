@@ -1,0 +1,368 @@
+"""Evaluate a classifier on NLI sets: accuracies with Wilson intervals, per-example predictions.
+
+    blindspot evaluate runs/classifier-abc \
+        --set mnli_m=../shared/data/mnli-subset/multinli_1.0_dev_matched.jsonl.gz \
+        --set hans=../shared/data/hans-regen/heuristics_evaluation_set.jsonl.gz \
+        --out runs/eval-abc --per-subcase 20 --per-label 100
+
+Writes OUT/metrics.json, OUT/predictions/<set>.jsonl, OUT/meta.json and, last, OUT/DONE.
+A set's kind (mnli | hans | nli) is inferred from its format and label space: MNLI-labelled
+sets are scored 3-way (plus the 2-way fold), entailment/non-entailment sets 2-way with the
+classifier's neutral and contradiction counted as non-entailment. A set with labels the
+classifier cannot map is refused before anything runs.
+
+Speed: every set is tokenised once; the template's shared prefix (e.g. the paper's instruction)
+runs through the model once and its key/value cache is reused by every batch, so each batch
+computes only its per-example suffix; batches are sorted by length (least padding) and the
+results put back in the original order; everything runs under torch.inference_mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from blindspot.data.example import HANS_LABELS, MNLI_LABELS, NLIExample, NLISet, to_two_way
+from blindspot.errors import BlindspotError, ConfigError, DataError
+from blindspot.runmeta import run_metadata
+from blindspot.stats import accuracy_row
+from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
+from blindspot.templates import encode_classifier_inputs
+
+log = logging.getLogger(__name__)
+
+SetKind = Literal["mnli", "hans", "nli"]
+_SET_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_TWO_WAY = frozenset(HANS_LABELS)
+
+
+# --- inference ----------------------------------------------------------------------------
+
+def _pad_id(model) -> int:
+    """The pad id the classification head looks for when it picks each row's last real token."""
+    pad = model.config.get_text_config().pad_token_id
+    if pad is None:
+        raise BlindspotError("model config has no pad_token_id: batched classification cannot find "
+                             "each example's last token (load the model with blindspot.models)")
+    return int(pad)
+
+
+def _prefix_kv(model, prefix_ids: list[int], device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Run the shared prefix once; its per-layer (keys, values), batch dimension 1."""
+    out = model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True)
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+def _batch_logits(model, prefix_kv, prefix_len: int, suffixes: list[list[int]], pad_id: int,
+                  device: torch.device) -> torch.Tensor:
+    """Logits of one batch: right-padded suffixes attending to a fresh copy of the prefix cache."""
+    from transformers import DynamicCache
+
+    bsz, width = len(suffixes), max(len(s) for s in suffixes)
+    ids = torch.full((bsz, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((bsz, prefix_len + width), dtype=torch.long)
+    mask[:, :prefix_len] = 1
+    for i, s in enumerate(suffixes):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, prefix_len: prefix_len + len(s)] = 1
+    cache = None
+    if prefix_kv:
+        # forward appends to the cache in place, so every batch gets its own (expanded) copy
+        cache = DynamicCache(ddp_cache_data=[(k.expand(bsz, -1, -1, -1), v.expand(bsz, -1, -1, -1))
+                                             for k, v in prefix_kv], config=model.config)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache,
+                use_cache=cache is not None)
+    return out.logits.float()
+
+
+def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], batch_size: int = 32,
+                    desc: str = "predict") -> np.ndarray:
+    """Class probabilities [N, num_labels] for pre-tokenised inputs `prefix_ids + suffixes[i]`."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    pad_id = _pad_id(model)
+    order = sorted(range(len(suffixes)), key=lambda i: -len(suffixes[i]))  # longest first
+    probs = np.zeros((len(suffixes), model.config.num_labels), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            prefix_kv = _prefix_kv(model, prefix_ids, device) if prefix_ids else []
+            for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch",
+                              disable=len(order) <= batch_size):
+                idx = order[start: start + batch_size]
+                logits = _batch_logits(model, prefix_kv, len(prefix_ids), [suffixes[i] for i in idx],
+                                       pad_id, device)
+                probs[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return probs
+
+
+def predict_proba(model, tokenizer, template: str, examples: Sequence[NLIExample], batch_size: int = 32,
+                  max_length: int = 512, desc: str = "predict") -> np.ndarray:
+    """Class probabilities [N, num_labels] (classifier label order), prefix computed once."""
+    if not examples:
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+    prefix_ids, suffixes = encode_classifier_inputs(
+        tokenizer, template, [(e.premise, e.hypothesis) for e in examples], max_length=max_length)
+    return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, desc=desc)
+
+
+# --- label spaces and scoring ---------------------------------------------------------------
+
+def set_kind(nli_set: NLISet) -> SetKind:
+    """mnli | hans | nli, from the loader's recorded format, else from labels and fields."""
+    fmt = nli_set.meta.get("format") if isinstance(nli_set.meta, dict) else None
+    if fmt in ("mnli", "hans"):
+        return fmt
+    labels = set(nli_set.labels)
+    if labels <= _TWO_WAY and nli_set.examples and all(e.heuristic for e in nli_set.examples):
+        return "hans"
+    if labels == set(MNLI_LABELS) and any(e.genre for e in nli_set.examples):
+        return "mnli"
+    return "nli"
+
+
+def is_two_way(nli_set: NLISet, classifier_labels: Sequence[str]) -> bool:
+    """Whether predictions are folded to entailment/non-entailment; DataError if unmappable."""
+    gold = set(nli_set.labels) | {e.label for e in nli_set.examples}
+    if gold <= set(classifier_labels):
+        return False
+    if gold <= _TWO_WAY and "entailment" in classifier_labels:
+        return True
+    bad = sorted(gold - set(classifier_labels) - _TWO_WAY) or sorted(gold - set(classifier_labels))
+    raise DataError(f"set {nli_set.name!r} ({nli_set.source or 'in memory'}): label(s) {', '.join(map(repr, bad))} "
+                    f"cannot be mapped to the classifier's labels ({', '.join(classifier_labels)}) nor to "
+                    "entailment/non-entailment")
+
+
+def _label_key(label: str) -> tuple[int, str]:
+    order = MNLI_LABELS + HANS_LABELS[1:]
+    return (order.index(label) if label in order else len(order), label)
+
+
+def _slices(examples: Sequence[NLIExample], two_way: bool) -> list[tuple[str, list[int]]]:
+    """(slice name, example indices) in report order; empty slices are left out."""
+    def group(key) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for i, e in enumerate(examples):
+            k = key(e)
+            if k is not None:
+                out.setdefault(k, []).append(i)
+        return out
+
+    by_label = group(lambda e: e.label)
+    slices = [("all", list(range(len(examples))))]
+    if not two_way:
+        slices.append(("2way", list(range(len(examples)))))
+    slices += [(f"label={k}", by_label[k]) for k in sorted(by_label, key=_label_key)]
+    by_heuristic = group(lambda e: e.heuristic)
+    for h in sorted(by_heuristic):
+        slices.append((f"heuristic={h}", by_heuristic[h]))
+        hl = group(lambda e: e.label if e.heuristic == h else None)
+        slices += [(f"heuristic={h},label={k}", hl[k]) for k in sorted(hl, key=_label_key)]
+    for field in ("subcase", "genre"):
+        g = group(lambda e: getattr(e, field))
+        slices += [(f"{field}={k}", g[k]) for k in sorted(g)]
+    return slices
+
+
+def score(examples: Sequence[NLIExample], pred_labels: Sequence[str], set_kind: SetKind,
+          two_way: bool | None = None) -> list[dict]:
+    """Metric rows (slice, correct, n, accuracy, Wilson 95 % interval) of classifier predictions.
+
+    `pred_labels` are in the classifier's (3-way) label space; for 2-way sets (HANS, or
+    `two_way=True`) they are folded to entailment/non-entailment before comparing. The "2way"
+    slice of a 3-way set folds both gold and predicted labels.
+    """
+    assert len(examples) == len(pred_labels)
+    if two_way is None:
+        two_way = set_kind == "hans" or any(e.label == HANS_LABELS[1] for e in examples)
+    preds = [to_two_way(p) if two_way else p for p in pred_labels]
+    correct = np.array([p == e.label for p, e in zip(preds, examples)], dtype=bool)
+    folded = np.array([to_two_way(p) == to_two_way(e.label) for p, e in zip(preds, examples)], dtype=bool)
+    rows = []
+    for name, idx in _slices(examples, two_way):
+        hits = folded[idx] if name == "2way" else correct[idx]
+        rows.append(accuracy_row(name, int(hits.sum()), len(idx)))
+    return rows
+
+
+def prediction_rows(examples: Sequence[NLIExample], probs: np.ndarray, classifier_labels: Sequence[str],
+                    two_way: bool) -> list[dict]:
+    """Per-example rows: id, gold, pred, pred_eval, correct, probs (+ heuristic, subcase, genre)."""
+    rows = []
+    for e, p in zip(examples, probs):
+        pred = classifier_labels[int(np.argmax(p))]
+        pred_eval = to_two_way(pred) if two_way else pred
+        row: dict[str, Any] = {"id": e.id, "gold": e.label, "pred": pred, "pred_eval": pred_eval,
+                               "correct": pred_eval == e.label, "probs": [round(float(x), 6) for x in p]}
+        for field in ("heuristic", "subcase", "genre"):
+            if getattr(e, field) is not None:
+                row[field] = getattr(e, field)
+        rows.append(row)
+    return rows
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+def _load_sets(sets: Mapping[str, Any]) -> dict[str, NLISet]:
+    """Load every set (a load_source SOURCE, a DataSource or an NLISet); names must be file-safe."""
+    out = {}
+    for name, src in sets.items():
+        if not _SET_NAME.match(name):
+            raise ConfigError(f"--set name {name!r}: use letters, digits, '_', '.', '-' only")
+        if isinstance(src, NLISet):
+            out[name] = src
+        else:
+            from blindspot.data.sources import load_source
+
+            out[name] = load_source(src)
+    return out
+
+
+def _subsample(name: str, s: NLISet, kind: SetKind, per_subcase: int | None, per_label: int | None,
+               seed: int) -> tuple[NLISet, dict | None]:
+    """Seeded stratified subsample: k per subcase for HANS-like sets, k per label otherwise."""
+    has_subcase = bool(s.examples) and all(e.subcase for e in s.examples)
+    key, k = ("subcase", per_subcase) if kind == "hans" or has_subcase else ("label", per_label)
+    if k is None:
+        return s, None
+    if k < 1:
+        raise ConfigError(f"--per-{'subcase' if key == 'subcase' else 'label'} must be >= 1, got {k}")
+    from blindspot.data.cleaning import stratified_sample
+
+    sub = stratified_sample(s, k, key=key, seed=seed)
+    log.info("set %s: subsampled %d of %d examples (%d per %s, seed %d)", name, len(sub), len(s), k, key, seed)
+    return sub, {"key": key, "per_group": k, "seed": seed, "n_full": len(s)}
+
+
+def _resolve_classifier(classifier, device: str):
+    """A Classifier as is, or load one from its directory."""
+    if isinstance(classifier, (str, Path)):
+        from blindspot.train import load_classifier
+
+        return load_classifier(Path(classifier), device=device)
+    return classifier
+
+
+def _check_out_dir(out_dir: Path, spec: dict) -> bool:
+    """True if `out_dir` already holds this very evaluation; error if it holds another one."""
+    if not is_done(out_dir):
+        return False
+    import json
+
+    meta_path = out_dir / "meta.json"
+    previous = json.loads(meta_path.read_text()).get("spec") if meta_path.is_file() else None
+    if previous != spec:
+        raise ConfigError(f"{out_dir}: holds a finished evaluation with a different spec "
+                          "(choose another --out, or delete it)")
+    return True
+
+
+def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_size: int = 32,
+             per_subcase: int | None = None, per_label: int | None = None, seed: int = 0,
+             device: str = "auto", max_length: int = 512) -> Path:
+    """Evaluate `classifier` (a directory or a loaded Classifier) on named sets; returns `out_dir`."""
+    out_dir = Path(out_dir)
+    if not sets:
+        raise ConfigError("no evaluation sets given (use --set NAME=SOURCE)")
+    loaded = _load_sets(sets)
+    spec = {"classifier": str(classifier if isinstance(classifier, (str, Path)) else classifier.path),
+            "sets": {n: str(src if not isinstance(src, NLISet) else src.source or n) for n, src in sets.items()},
+            "batch_size": batch_size, "per_subcase": per_subcase, "per_label": per_label, "seed": seed,
+            "max_length": max_length}
+    if _check_out_dir(out_dir, spec):
+        log.info("%s: already done", out_dir)
+        return out_dir
+    clf = _resolve_classifier(classifier, device)
+    labels = tuple(clf.labels)
+    plan = {}
+    for name, s in loaded.items():  # every set is checked before any compute
+        kind = set_kind(s)
+        two_way = is_two_way(s, labels)
+        plan[name] = (kind, two_way, *_subsample(name, s, kind, per_subcase, per_label, seed))
+
+    started, report, timing = time.perf_counter(), {}, {}
+    for name, (kind, two_way, s, sub_info) in plan.items():
+        t0 = time.perf_counter()
+        probs = predict_proba(clf.model, clf.tokenizer, clf.template, s.examples, batch_size=batch_size,
+                              max_length=max_length, desc=name)
+        seconds = time.perf_counter() - t0
+        rows = prediction_rows(s.examples, probs, labels, two_way)
+        atomic_write_jsonl(out_dir / "predictions" / f"{name}.jsonl", rows)
+        metrics = score(s.examples, [r["pred"] for r in rows], kind, two_way=two_way)
+        report[name] = {"kind": kind, "n": len(s), "two_way": two_way, "source": s.source,
+                        "subsample": sub_info, "metrics": metrics}
+        timing[name] = {"n": len(s), "seconds": round(seconds, 3),
+                        "examples_per_s": round(len(s) / seconds, 2) if seconds > 0 else None}
+        log.info("set %s (%s): accuracy %.4f on %d examples, %.1f examples/s", name, kind,
+                 metrics[0]["accuracy"] if metrics else float("nan"), len(s), timing[name]["examples_per_s"] or 0)
+
+    wall = time.perf_counter() - started
+    total = sum(t["n"] for t in timing.values())
+    eps = round(total / wall, 2) if wall > 0 else None
+    atomic_write_json(out_dir / "metrics.json", {
+        "sets": report, "classifier": spec["classifier"], "examples_per_s": eps,
+        "subsample": {"per_subcase": per_subcase, "per_label": per_label, "seed": seed}})
+    spec_dict = getattr(clf, "spec", {}) or {}
+    atomic_write_json(out_dir / "meta.json", run_metadata(
+        stage="evaluate", spec=spec, classifier_spec=spec_dict, model=spec_dict.get("model"),
+        device=str(getattr(clf, "device", "")), dtype=str(next(clf.model.parameters()).dtype),
+        wall_s=round(wall, 3), examples=total, examples_per_s=eps, sets=timing))
+    mark_done(out_dir)
+    log.info("evaluation of %d examples in %.1f s (%.1f examples/s) -> %s", total, wall, eps or 0, out_dir)
+    return out_dir
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def parse_set(text: str) -> tuple[str, str]:
+    """NAME=SOURCE, or a bare SOURCE named after its file (multinli_1.0_dev_matched.jsonl.gz -> ...)."""
+    name, sep, source = text.partition("=")
+    if sep and _SET_NAME.match(name):
+        return name, source
+    stem = Path(text).name
+    for suffix in (".gz", ".jsonl", ".json", ".tsv", ".txt", ".csv"):
+        stem = stem.removesuffix(suffix)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "set", text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("classifier", help="directory of a trained classifier (train-classifier output)")
+    parser.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=SOURCE",
+                        help="an evaluation set: NAME=SOURCE as accepted by load_source (a file path or "
+                             "hub:ID[:SPLIT]); repeat for several sets")
+    parser.add_argument("--out", required=True, help="output directory (metrics.json, predictions/, meta.json, DONE)")
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
+    parser.add_argument("--per-subcase", type=int, default=None,
+                        help="quick run: evaluate only K examples per HANS subcase (seeded)")
+    parser.add_argument("--per-label", type=int, default=None,
+                        help="quick run: evaluate only K examples per gold label of non-HANS sets (seeded)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
+    parser.add_argument("--max-length", type=int, default=512, help="longest input in tokens (premise cut first)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+
+
+def main(args: argparse.Namespace) -> int:
+    sets: dict[str, str] = {}
+    for text in args.sets:
+        name, source = parse_set(text)
+        if name in sets:
+            raise ConfigError(f"--set {text!r}: the name {name!r} is used twice")
+        sets[name] = source
+    out = evaluate(args.classifier, sets, args.out, batch_size=args.batch_size, per_subcase=args.per_subcase,
+                   per_label=args.per_label, seed=args.seed, device=args.device, max_length=args.max_length)
+    print(out / "metrics.json")
+    return 0
