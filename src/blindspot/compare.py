@@ -1,0 +1,121 @@
+"""Paired comparison of two classifiers' predictions on the same evaluation set.
+
+    blindspot compare runs/eval-a/predictions/hans.jsonl runs/eval-b/predictions/hans.jsonl [--json]
+
+Pairs the two files' rows by id (both files must hold exactly the same ids with the same gold
+labels), then reports each accuracy, the exact McNemar test on the discordant pairs
+(scipy.stats.binomtest, two-sided) and the difference in accuracy (A - B) with Newcombe's
+(1998) hybrid score 95 % interval for paired proportions; overall and, when the rows carry
+them, per HANS heuristic x gold label (the blindspot slice among them) and per gold label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from blindspot.errors import DataError
+from blindspot.stats import mcnemar_exact, paired_difference, paired_table
+
+log = logging.getLogger(__name__)
+
+TEST = "exact McNemar (two-sided binomial test on the discordant pairs)"
+CI_METHOD = "Newcombe (1998) hybrid score interval for paired proportions (method 10), 95 %"
+
+
+def read_predictions(path: str | Path) -> dict[str, dict]:
+    """Rows of a predictions JSONL keyed by id; DataError naming file:line on bad rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected a predictions JSONL from `blindspot evaluate`)")
+    rows: dict[str, dict] = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str) \
+                    or not isinstance(row.get("correct"), bool) or not isinstance(row.get("gold"), str):
+                raise DataError(f"{path}:{lineno}: expected fields id (str), gold (str), correct (bool)")
+            if row["id"] in rows:
+                raise DataError(f"{path}:{lineno}: duplicate id {row['id']!r}")
+            rows[row["id"]] = row
+    if not rows:
+        raise DataError(f"{path}: no predictions")
+    return rows
+
+
+def _check_same_set(path_a, rows_a: dict, path_b, rows_b: dict) -> list[str]:
+    """The shared ids in A's order; DataError if the two files are not the same set."""
+    only_a, only_b = rows_a.keys() - rows_b.keys(), rows_b.keys() - rows_a.keys()
+    if only_a or only_b:
+        example = sorted(only_a or only_b)[0]
+        raise DataError(f"{path_a} and {path_b} are predictions on different sets: {len(only_a)} id(s) only "
+                        f"in the first, {len(only_b)} only in the second (e.g. {example!r})")
+    for i, row in rows_a.items():
+        if row["gold"] != rows_b[i]["gold"]:
+            raise DataError(f"{path_a} and {path_b}: id {i!r} has gold label {row['gold']!r} in one and "
+                            f"{rows_b[i]['gold']!r} in the other (not the same set)")
+    return list(rows_a)
+
+
+def paired_stats(a_correct: list[bool], b_correct: list[bool]) -> dict:
+    """n, both accuracies, the 2x2 counts, McNemar p and the paired difference with its interval."""
+    both, only_a, only_b, neither = paired_table(a_correct, b_correct)
+    n = len(a_correct)
+    diff, lo, hi = paired_difference(a_correct, b_correct)
+    return {"n": n, "acc_a": (both + only_a) / n, "acc_b": (both + only_b) / n, "both_correct": both,
+            "b": only_a, "c": only_b, "neither": neither, "p_mcnemar": mcnemar_exact(only_a, only_b),
+            "diff": diff, "diff_ci": [lo, hi]}
+
+
+def _slice_keys(row: dict) -> list[str]:
+    keys = [f"label={row['gold']}"]
+    if row.get("heuristic"):
+        keys.append(f"heuristic={row['heuristic']},label={row['gold']}")
+    return keys
+
+
+def compare_predictions(path_a: str | Path, path_b: str | Path) -> dict:
+    """Paired comparison of two prediction files of one set: overall and per slice."""
+    rows_a, rows_b = read_predictions(path_a), read_predictions(path_b)
+    ids = _check_same_set(path_a, rows_a, path_b, rows_b)
+    result = {"file_a": str(path_a), "file_b": str(path_b), "test": TEST, "ci_method": CI_METHOD,
+              **paired_stats([rows_a[i]["correct"] for i in ids], [rows_b[i]["correct"] for i in ids])}
+    groups: dict[str, list[str]] = {}
+    for i in ids:
+        for key in _slice_keys(rows_a[i]):
+            groups.setdefault(key, []).append(i)
+    result["slices"] = [{"slice": k, **paired_stats([rows_a[i]["correct"] for i in g],
+                                                    [rows_b[i]["correct"] for i in g])}
+                        for k, g in sorted(groups.items())]
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The comparison as a fixed-width text table."""
+    head = f"{'slice':<45} {'n':>6} {'acc A':>7} {'acc B':>7} {'A-B':>7} {'95% CI':>17} {'b':>5} {'c':>5} {'p':>8}"
+    lines = [f"A: {result['file_a']}", f"B: {result['file_b']}", head, "-" * len(head)]
+    for r in [{"slice": "all", **result}] + result["slices"]:
+        lo, hi = r["diff_ci"]
+        lines.append(f"{r['slice']:<45} {r['n']:>6} {r['acc_a']:>7.4f} {r['acc_b']:>7.4f} {r['diff']:>+7.4f} "
+                     f"[{lo:>+7.4f},{hi:>+7.4f}] {r['b']:>5} {r['c']:>5} {r['p_mcnemar']:>8.2g}")
+    lines += ["", f"b: A right, B wrong; c: A wrong, B right. p: {TEST}.", f"CI: {CI_METHOD}."]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", help="predictions JSONL of classifier A (OUT/predictions/<set>.jsonl)")
+    parser.add_argument("b", help="predictions JSONL of classifier B on the same set")
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+
+
+def main(args: argparse.Namespace) -> int:
+    result = compare_predictions(args.a, args.b)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
