@@ -1,0 +1,128 @@
+"""The report: the paper's figure, the per-heuristic figure, paired tests, Markdown and HTML."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from blindspot.cli import main as cli_main
+from blindspot.errors import BlindspotError
+from blindspot.report import (BLINDSPOT_SLICE, build_heuristic_figure, build_main_figure, heuristic_slices,
+                              pick_eval_sets, write_report)
+from blindspot.results import load_results, paired_tests
+from test_results import AUGS, HANS_LABELS, HEURISTICS, SEEDS, SOURCES, STARTS, make_run_dir
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# paired tests go through blindspot.compare (helper C); skipped only while that module is absent
+needs_compare = pytest.mark.skipif(importlib.util.find_spec("blindspot.compare") is None,
+                                   reason="blindspot.compare not in this checkout yet")
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return make_run_dir(tmp_path / "run")
+
+
+@pytest.fixture
+def table(run_dir: Path) -> pd.DataFrame:
+    return load_results(run_dir)
+
+
+def test_pick_eval_sets(table: pd.DataFrame) -> None:
+    assert pick_eval_sets(table) == ("mnli_dev_matched", "hans")
+    with pytest.raises(BlindspotError, match="--hans-set 'nope': not an evaluation set"):
+        pick_eval_sets(table, hans_set="nope")
+    general = table[table["eval_set"] == "mnli_dev_matched"]
+    with_mismatched = pd.concat([table, general.assign(eval_set="mnli_dev_mismatched")])
+    assert pick_eval_sets(with_mismatched) == ("mnli_dev_matched", "hans")
+    two_general = pd.concat([table, general.assign(eval_set="other_dev")]).replace("mnli_dev_matched", "dev")
+    with pytest.raises(BlindspotError, match="cannot tell which set is the general set.*--mnli-set"):
+        pick_eval_sets(two_general)
+    assert pick_eval_sets(two_general, mnli_set="other_dev") == ("other_dev", "hans")
+    # a challenge set named after its file (heuristics_evaluation_set) is found by its heuristic slices
+    assert pick_eval_sets(table.replace("hans", "heuristics_evaluation_set"))[1] == "heuristics_evaluation_set"
+
+
+def test_main_figure_one_panel_per_start(table: pd.DataFrame) -> None:
+    fig = build_main_figure(table)
+    assert len(fig.axes) == len(STARTS)
+    for ax in fig.axes:
+        assert ax.get_ylim() == (0.0, 1.0)
+        # per evaluation line: one errorbar container per source plus one for the shared starting point
+        assert len(ax.containers) == 3 * (len(SOURCES) + 1)
+        assert len([ln for ln in ax.get_lines() if ln.get_linestyle() != "None"]) >= 3 * len(SOURCES)
+    assert [ax.get_title() for ax in fig.axes] == ["start: untrained (0 examples)", "start: 1,000 examples"]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {*SOURCES, "starting point"} <= set(labels) and any("the blindspot" in t for t in labels)
+
+
+def test_main_figure_drops_empty_panels(table: pd.DataFrame) -> None:
+    three = pd.concat([table, table[table["start_size"] == 1000].assign(start_size=5000)])
+    four = pd.concat([three, table[table["start_size"] == 1000].assign(start_size=9000)])
+    assert len(build_main_figure(three).axes) == 3
+    assert len(build_main_figure(four).axes) == 4  # a 2 x 3 grid with two empty cells removed
+
+
+def test_heuristic_figure_panels(table: pd.DataFrame) -> None:
+    slices = heuristic_slices(table, "hans")
+    assert len(slices) == len(HEURISTICS) * len(HANS_LABELS) and BLINDSPOT_SLICE in slices
+    fig = build_heuristic_figure(table, "hans")
+    assert len(fig.axes) == len(STARTS) * len(slices)
+
+
+@needs_compare
+def test_paired_tests_blindspot_slice(table: pd.DataFrame, run_dir: Path) -> None:
+    tests = paired_tests(table, run_dir, [("hans", "all"), ("hans", BLINDSPOT_SLICE)])
+    # (synthetic vs original, biased vs synthetic) x starts x augs x seeds x 2 slices
+    assert len(tests) == 2 * len(STARTS) * len(AUGS) * len(SEEDS) * 2
+    blind = tests[tests["slice"] == BLINDSPOT_SLICE]
+    assert (blind["n"] == 10).all() and (tests.loc[tests["slice"] == "all", "n"] == 60).all()
+    # acc_a must equal the table's accuracy of that condition on that slice
+    r = blind.iloc[0]
+    ref = table[(table["start_size"] == r["start_size"]) & (table["source"] == r["source_a"])
+                & (table["aug_size"] == r["aug_size"]) & (table["seed"] == r["seed"])
+                & (table["eval_set"] == "hans") & (table["slice"] == BLINDSPOT_SLICE)]
+    assert r["acc_a"] == pytest.approx(ref["accuracy"].item())
+    assert list(tests["diff"]) == pytest.approx(list(tests["acc_a"] - tests["acc_b"]))
+    assert tests["p_mcnemar"].between(0, 1).all()
+
+
+@needs_compare
+def test_write_report_files(run_dir: Path) -> None:
+    (run_dir / "audit.md").write_text("# Audit\n\n| set | lexical overlap |\n|---|---|\n| synthetic | 0.12 |\n")
+    out = write_report(run_dir)
+    assert out == run_dir / "report" and (out / "DONE").exists()
+    for name in ("figure_main.png", "figure_heuristics.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    md = (out / "report.md").read_text()
+    assert "## Paired tests" in md and "### synthetic vs original" in md and "### biased-lexical-overlap vs synthetic" in md
+    assert "| comparison | start_size | aug_size | eval_set | slice | seed | n | acc_a | acc_b |" in md
+    assert f"`{BLINDSPOT_SLICE}`" in md and "![accuracy against augmentation size](figure_main.png)" in md
+    assert "`results/results.csv`" in md and "{" not in md.split("## Configuration")[0]
+    assert "## Data audit" in md and "### Audit" in md and "| synthetic | 0.12 |" in md
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table" in page
+    paired = pd.read_csv(out / "paired_tests.csv")
+    assert len(paired) == 2 * len(STARTS) * len(AUGS) * len(SEEDS) * 3  # 3 slices of interest
+    assert (run_dir / "results" / "results.parquet").exists()
+
+
+@needs_compare
+def test_report_cli(run_dir: Path, tmp_path: Path, capsys) -> None:
+    assert cli_main(["report", str(run_dir), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "report.html").exists()
+    assert capsys.readouterr().out.strip() == str(tmp_path / "rep" / "report.html")
+
+
+def test_report_without_results_one_clear_error(tmp_path: Path, capsys) -> None:
+    assert cli_main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("blindspot report: error: ") and "no results found" in err[0]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "index.json").write_text(json.dumps({"name": "empty", "conditions": []}))
+    with pytest.raises(BlindspotError, match="lists no finished evaluations"):
+        write_report(tmp_path)
