@@ -1,0 +1,442 @@
+"""Train (or continue training) an LLM + sequence-classification head + LoRA NLI classifier.
+
+    blindspot train-classifier --model smollm2-135m --data ../shared/data/mnli-subset/multinli_1.0_train.jsonl.gz \
+        --n 2000 --template short --out runs/start-2000
+    blindspot train-classifier --init-from runs/start-2000 --data synthetic.jsonl --n 1000 --out runs/aug
+    blindspot train-classifier --config classifier.yaml
+
+A saved classifier directory holds the peft adapter (safetensors, including the fully trained
+`score` head), the tokenizer, `classifier.json` (spec, labels, template, base model identity),
+`train_log.jsonl`, `meta.json` and, written last, `DONE`. `load_classifier` reloads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from blindspot.data.example import MNLI_LABELS, NLIExample
+from blindspot.errors import CheckpointError, ConfigError, DataError
+from blindspot.lora import LoraSpec, add_lora, log_trainable, upcast_trainable
+from blindspot.models import base_fingerprint, detect_device, load_base_model, load_tokenizer, resolve_model
+from blindspot.runmeta import run_metadata
+from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
+from blindspot.templates import CLASSIFIER_TEMPLATES, encode_classifier_inputs
+
+log = logging.getLogger(__name__)
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+SORT_CHUNK_BATCHES = 50  # batches are length-sorted within chunks of this many (less padding)
+
+
+class OptimSpec(BaseModel):
+    """Optimisation hyperparameters of `fit` (defaults: the paper's classifier training)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(1, ge=1, description="Passes over the training data.")
+    lr: float = Field(2e-5, gt=0, description="Peak learning rate (AdamW).")
+    warmup_ratio: float = Field(0.3, ge=0, le=1, description="Fraction of optimiser steps of linear warmup "
+                                "before the cosine decay.")
+    weight_decay: float = Field(0.001, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(0.3, gt=0, description="Gradient clipping threshold (L2 norm).")
+    batch_size: int = Field(2, ge=1, description="Examples per forward pass.")
+    grad_accum: int = Field(1, ge=1, description="Forward passes per optimiser step.")
+    log_every: int = Field(10, ge=1, description="Optimiser steps per train_log.jsonl row.")
+
+
+class ClassifierSpec(BaseModel):
+    """Everything that determines a trained classifier, apart from its training examples."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field("smollm2-135m", description="Base model: smollm2-135m, tiny-llama, a local "
+                       "checkpoint directory or a hub id. Ignored with init_from (the base is carried over).")
+    init_from: str | None = Field(None, description="A saved classifier directory to continue training "
+                                  "(augmentation); None starts from the base model with a fresh head.")
+    template: str | None = Field(None, description="Prompt template: 'paper', 'short' or a format string "
+                                 "with {premise} and {hypothesis}; None = 'paper', or init_from's template.")
+    labels: tuple[str, ...] = Field(MNLI_LABELS, min_length=2, description="Label order of the head.")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (ignored with init_from).")
+    optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimisation hyperparameters.")
+    max_length: int = Field(512, ge=8, description="Longest input in tokens (premise truncated from the left).")
+    seed: int = Field(0, description="Seed of the head initialisation, LoRA init, dropout and batch order.")
+    device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
+    dtype: str = Field("auto", description="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
+    quantize: str = Field("none", pattern="^(none|4bit)$", description="none, or 4bit (NF4 base; CUDA only).")
+
+
+@dataclass
+class Classifier:
+    """A loaded classifier, ready for inference."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    template: str  # the format string, with {premise} and {hypothesis}
+    labels: tuple[str, ...]
+    spec: dict
+    path: Path
+    device: torch.device
+
+
+@dataclass
+class FitResult:
+    steps: int
+    examples: int
+    seconds: float
+    examples_per_s: float
+    log: list[dict]
+
+
+# --- the optimisation loop (shared with the generator) ---------------------------------------
+
+def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequence[dict]], optim: OptimSpec,
+        device: torch.device, desc: str = "train") -> FitResult:
+    """AdamW + warmup/cosine schedule + clipping + accumulation over batches of `model(**batch).loss`.
+
+    `batches` is a list of dicts of tensors (reused every epoch) or a function epoch -> list.
+    Only parameters with requires_grad are optimised. On CUDA with a bf16 model the forward pass
+    runs under bf16 autocast (trainable weights stay fp32).
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    epoch_batches = batches if callable(batches) else (lambda _epoch: batches)
+    first = epoch_batches(0)
+    total = math.ceil(len(first) / optim.grad_accum) * optim.epochs
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params, "fit: the model has no trainable parameters"
+    opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(optim.warmup_ratio * total), total)
+    autocast = device.type == "cuda" and any(p.dtype == torch.bfloat16 for p in model.parameters())
+    model.train()
+    rows: list[dict] = []
+    step, seen, window, t0 = 0, 0, [], time.time()
+    bar = tqdm(total=total, desc=desc, unit="step")
+    for epoch in range(optim.epochs):
+        epoch_list = first if epoch == 0 else epoch_batches(epoch)
+        for i, batch in enumerate(epoch_list):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                loss = model(**batch).loss
+            (loss / optim.grad_accum).backward()
+            window.append(loss.item())
+            seen += batch["input_ids"].shape[0]
+            if (i + 1) % optim.grad_accum and i + 1 != len(epoch_list):
+                continue  # accumulate; the last (short) group of an epoch still steps
+            torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{window[-1]:.4f}")
+            if step % optim.log_every == 0 or step == total:
+                rows.append({"step": step, "epoch": epoch, "examples": seen, "loss": sum(window) / len(window),
+                             "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 3)})
+                window = []
+    bar.close()
+    model.eval()
+    seconds = time.time() - t0
+    rate = seen / seconds if seconds > 0 else 0.0
+    log.info("%s: %d steps, %d examples in %.1f s (%.2f examples/s)", desc, step, seen, seconds, rate)
+    return FitResult(step, seen, seconds, rate, rows)
+
+
+def classifier_batches(tokenizer, template: str, examples: list[NLIExample], labels: tuple[str, ...],
+                       batch_size: int, max_length: int, seed: int) -> Callable[[int], list[dict]]:
+    """Tokenise once; per epoch, shuffle with the seed, then sort by length within chunks of
+    SORT_CHUNK_BATCHES batches (less padding) and shuffle the order of the batches."""
+    label_ids = {lab: i for i, lab in enumerate(labels)}
+    bad = next((e for e in examples if e.label not in label_ids), None)
+    if bad is not None:
+        raise DataError(f"example {bad.id}: label {bad.label!r} is not one of {', '.join(labels)}")
+    prefix, suffixes = encode_classifier_inputs(tokenizer, template, [(e.premise, e.hypothesis) for e in examples],
+                                                max_length)
+    encoded = [(prefix + s, label_ids[e.label]) for s, e in zip(suffixes, examples)]
+    pad = tokenizer.pad_token_id
+
+    def collate(items: list[tuple[list[int], int]]) -> dict:
+        width = max(len(ids) for ids, _ in items)
+        input_ids = torch.full((len(items), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(items):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            mask[row, :len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask,
+                "labels": torch.tensor([lab for _, lab in items], dtype=torch.long)}
+
+    def for_epoch(epoch: int) -> list[dict]:
+        rng = random.Random(f"{seed}:{epoch}")
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        chunk = SORT_CHUNK_BATCHES * batch_size
+        groups: list[list[int]] = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start:start + chunk], key=lambda j: len(encoded[j][0]))
+            groups += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+        rng.shuffle(groups)
+        return [collate([encoded[j] for j in g]) for g in groups]
+
+    return for_epoch
+
+
+# --- train / save / load ----------------------------------------------------------------------
+
+def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | None, out_dir: str | Path,
+                     cache_dir: str | Path | None = None) -> Path:
+    """Train a classifier on `train_examples` (None or [] = untrained, fresh seeded head); save it."""
+    out_dir, examples = Path(out_dir), list(train_examples or [])
+    if is_done(out_dir):
+        if _read_info(out_dir).get("spec") != spec.model_dump(mode="json"):
+            raise ConfigError(f"{out_dir}: already holds a different finished classifier (choose another output)")
+        log.info("%s is done already; nothing to do", out_dir)
+        return out_dir
+    t0 = time.time()
+    device, dtype = detect_device(spec.device, spec.dtype)
+    torch.manual_seed(spec.seed)  # head init, LoRA init, dropout
+    if spec.init_from:
+        clf = _load(Path(spec.init_from), device, dtype, spec.quantize, trainable=True)
+        model, tokenizer, template, base = clf.model, clf.tokenizer, clf.template, clf.spec["base"]
+        if spec.template is not None and _format(spec.template) != template:
+            raise ConfigError(f"template: {spec.template!r} differs from init_from's template {template!r}")
+        if tuple(clf.labels) != spec.labels:
+            raise ConfigError(f"labels: {spec.labels} differ from init_from's labels {clf.labels}")
+        lora = clf.spec["lora"]
+    else:
+        texts = [f"{e.premise} {e.hypothesis}" for e in examples] + list(CLASSIFIER_TEMPLATES.values())
+        base_path = resolve_model(spec.model, cache_dir, texts=texts)
+        base = {"name": spec.model, "path": str(base_path.resolve()), "fingerprint": base_fingerprint(base_path)}
+        tokenizer, template = load_tokenizer(base_path), _format(spec.template or "paper")
+        model = load_base_model(base_path, "classification", len(spec.labels), device, dtype, spec.quantize,
+                                pad_token_id=tokenizer.pad_token_id)
+        model = add_lora(model, spec.lora, "classification")
+        lora = spec.lora.model_dump(mode="json")
+    result = FitResult(0, 0, 0.0, 0.0, [])
+    if examples:
+        batches = classifier_batches(tokenizer, template, examples, spec.labels, spec.optim.batch_size,
+                                     spec.max_length, spec.seed)
+        result = fit(model, batches, spec.optim, device, desc="train-classifier")
+    info = {"spec": spec.model_dump(mode="json"), "labels": list(spec.labels), "template": template,
+            "base": base, "lora": lora, "max_length": spec.max_length,
+            "train": {"examples": len(examples), "steps": result.steps,
+                      "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
+    meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
+                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s)
+    _save(model, tokenizer, out_dir, info, result.log, meta)
+    return out_dir
+
+
+def _format(template: str) -> str:
+    """A template name or format string -> the format string."""
+    fmt = CLASSIFIER_TEMPLATES.get(template, template)
+    if "{premise}" not in fmt or "{hypothesis}" not in fmt:
+        raise ConfigError(f"template: {template!r} is neither {' nor '.join(CLASSIFIER_TEMPLATES)} nor a "
+                          "format string with {premise} and {hypothesis}")
+    return fmt
+
+
+def _save(model, tokenizer, out_dir: Path, info: dict, log_rows: list[dict], meta: dict) -> None:
+    """Adapter (+ head) and tokenizer, classifier.json, train_log.jsonl, meta.json, then DONE."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for name in ADAPTER_FILES:  # peft also writes a README.md model card: not kept
+            shutil.move(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(out_dir)
+    atomic_write_json(out_dir / "classifier.json", info)
+    atomic_write_jsonl(out_dir / "train_log.jsonl", log_rows)
+    atomic_write_json(out_dir / "meta.json", meta)
+    mark_done(out_dir)
+    log.info("saved classifier to %s", out_dir)
+
+
+def _read_info(path: Path) -> dict:
+    """classifier.json, checked for the keys load_classifier needs."""
+    try:
+        info = json.loads((path / "classifier.json").read_text(encoding="utf-8"))
+        missing = [k for k in ("spec", "labels", "template", "base", "lora") if k not in info]
+        if missing or not {"name", "path", "fingerprint"} <= set(info["base"]):
+            raise ValueError(f"missing {', '.join(missing) or 'base.name/path/fingerprint'}")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no classifier.json (not a saved classifier)") from None
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path / 'classifier.json'}: corrupt ({e})") from None
+    return info
+
+
+def _base_path(info: dict, where: Path) -> Path:
+    """The base checkpoint the adapter was trained on, checked by fingerprint."""
+    base = info["base"]
+    path = Path(base["path"])
+    if not (path / "config.json").is_file():  # moved machines: resolve the name again
+        try:
+            path = resolve_model(base["name"])
+        except ConfigError as e:
+            raise CheckpointError(f"{where}: base model {base['name']!r} not found at {base['path']} ({e})") from None
+    found = base_fingerprint(path)
+    if found != base["fingerprint"]:
+        raise CheckpointError(f"{where}: adapter was trained on base {base['name']!r} with fingerprint "
+                              f"{base['fingerprint']}, but {path} has fingerprint {found} (another base model)")
+    return path
+
+
+def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifier:
+    from peft import PeftModel
+
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such classifier directory")
+    if not is_done(path):
+        raise CheckpointError(f"{path}: incomplete classifier (no DONE marker)")
+    info = _read_info(path)
+    missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+    base_path = _base_path(info, path)
+    dev, dt = detect_device(device, dtype)
+    tokenizer = load_tokenizer(path)
+    base = load_base_model(base_path, "classification", len(info["labels"]), dev, dt, quantize,
+                           pad_token_id=tokenizer.pad_token_id)
+    base.config.id2label = dict(enumerate(info["labels"]))
+    base.config.label2id = {lab: i for i, lab in enumerate(info["labels"])}
+    try:
+        model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: adapter does not fit base {base_path} ({str(e).splitlines()[0]})") from None
+    if trainable:
+        upcast_trainable(model)
+        log_trainable(model)
+    else:
+        model.eval()
+    return Classifier(model, tokenizer, info["template"], tuple(info["labels"]), info, path, dev)
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+                    quantize: str | None = None) -> Classifier:
+    """Reload a saved classifier for inference (eval mode); quantize None = as trained, if CUDA."""
+    path = Path(path)
+    if quantize is None:
+        spec_q = _read_info(path)["spec"].get("quantize", "none") if path.is_dir() else "none"
+        quantize = spec_q if torch.cuda.is_available() else "none"
+    return _load(path, device, dtype, quantize, trainable=False)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def load_training_examples(data: str, n: int | None, seed: int, labels: tuple[str, ...]) -> list[NLIExample]:
+    """Read a data source (path or hub:ID, see blindspot.data.sources) and sample n with the seed."""
+    try:
+        from blindspot.data.sources import load_source
+    except ImportError:  # data layer without sources: internal examples JSONL only
+        from blindspot.data.example import load_examples
+
+        examples = load_examples(data, labels=labels)
+    else:
+        examples = list(load_source(data).examples)
+    if n is None or n >= len(examples):
+        if n is not None and n > len(examples):
+            raise DataError(f"{data}: --n {n} asked for but the source has only {len(examples)} examples")
+        return examples
+    return random.Random(seed).sample(examples, n)
+
+
+def train_classifier_from_source(spec: ClassifierSpec, data: str | None, n: int | None, out_dir: str | Path,
+                                 sample_seed: int | None = None, cache_dir: str | Path | None = None) -> Path:
+    """Sample n examples from `data` (n = 0 or no data: untrained) and train a classifier on them."""
+    if n == 0:
+        return train_classifier(spec, [], out_dir, cache_dir)
+    if data is None:
+        raise ConfigError("--data: a training data source is needed unless --n 0")
+    seed = spec.seed if sample_seed is None else sample_seed
+    return train_classifier(spec, load_training_examples(data, n, seed, spec.labels), out_dir, cache_dir)
+
+
+# CLI option -> path of the ClassifierSpec field it overrides
+_OVERRIDES = {"model": ("model",), "init_from": ("init_from",), "template": ("template",), "seed": ("seed",),
+              "device": ("device",), "dtype": ("dtype",), "quantize": ("quantize",), "max_length": ("max_length",),
+              "lr": ("optim", "lr"), "batch_size": ("optim", "batch_size"), "grad_accum": ("optim", "grad_accum"),
+              "epochs": ("optim", "epochs"), "warmup_ratio": ("optim", "warmup_ratio"),
+              "weight_decay": ("optim", "weight_decay"), "max_grad_norm": ("optim", "max_grad_norm"),
+              "lora_r": ("lora", "r"), "lora_alpha": ("lora", "alpha"), "lora_dropout": ("lora", "dropout")}
+_JOB_KEYS = ("data", "n", "sample_seed", "out", "cache_dir")  # YAML keys that are not spec fields
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `blindspot train-classifier`; unset options fall back to --config, then defaults."""
+    a = parser.add_argument
+    a("--config", help="YAML file of ClassifierSpec fields (plus data, n, sample_seed, out, cache_dir); "
+      "options given on the command line override it")
+    a("--model", help="base model: smollm2-135m (default), tiny-llama, a checkpoint directory or a hub id")
+    a("--data", help="training data: a file path or hub:ID[:SPLIT] (see blindspot.data.sources)")
+    a("--n", type=int, help="number of training examples sampled from --data (0 = untrained; default all)")
+    a("--sample-seed", type=int, help="seed of the sample of --n examples (default: --seed)")
+    a("--init-from", help="continue training this saved classifier directory (augmentation)")
+    a("--template", help="prompt template: paper (default), short, or a format string with {premise}, {hypothesis}")
+    a("--out", help="output classifier directory (required here or in --config)")
+    a("--cache-dir", help="where converted models are cached (default $BLINDSPOT_CACHE or ~/.cache/blindspot)")
+    for name, kind, what in [("lr", float, "peak learning rate (2e-5)"), ("batch-size", int, "batch size (2)"),
+                             ("grad-accum", int, "batches per optimiser step (1)"), ("epochs", int, "epochs (1)"),
+                             ("warmup-ratio", float, "warmup fraction (0.3)"),
+                             ("weight-decay", float, "AdamW weight decay (0.001)"),
+                             ("max-grad-norm", float, "gradient clipping norm (0.3)"),
+                             ("max-length", int, "max input tokens (512)"), ("lora-r", int, "LoRA rank (64)"),
+                             ("lora-alpha", float, "LoRA alpha (16)"), ("lora-dropout", float, "LoRA dropout (0.1)"),
+                             ("seed", int, "seed of head init, LoRA init, dropout and batch order (0)")]:
+        a(f"--{name}", type=kind, help=what)
+    a("--device", help="auto (default), cpu, cuda, cuda:N")
+    a("--dtype", help="auto (default: CUDA bf16, CPU fp32), float32, bfloat16, float16")
+    a("--quantize", choices=["none", "4bit"], help="4bit: NF4 base via bitsandbytes (CUDA only); default none")
+
+
+def spec_from_args(args: argparse.Namespace) -> tuple[ClassifierSpec, dict]:
+    """Merge --config YAML and command-line options into a ClassifierSpec and the job keys."""
+    import yaml
+
+    raw: dict = {}
+    if args.config:
+        try:
+            raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{args.config}: cannot read YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{args.config}: expected a mapping of ClassifierSpec fields")
+    job = {k: raw.pop(k, None) for k in _JOB_KEYS}
+    job |= {k: getattr(args, k) for k in _JOB_KEYS if getattr(args, k) is not None}
+    for opt, field_path in _OVERRIDES.items():
+        value = getattr(args, opt)
+        if value is not None:
+            target = raw
+            for key in field_path[:-1]:
+                target = target.setdefault(key, {})
+            target[field_path[-1]] = value
+    try:
+        spec = ClassifierSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"{args.config or 'options'}: field {where}: {err['msg']}") from None
+    if not job["out"]:
+        raise ConfigError("--out: an output directory is required")
+    return spec, job
+
+
+def main(args: argparse.Namespace) -> int:
+    spec, job = spec_from_args(args)
+    out = train_classifier_from_source(spec, job["data"], job["n"], job["out"], job["sample_seed"], job["cache_dir"])
+    print(out)
+    return 0
