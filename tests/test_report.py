@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,9 +16,6 @@ from blindspot.results import load_results, paired_tests
 from test_results import AUGS, HANS_LABELS, HEURISTICS, SEEDS, SOURCES, STARTS, make_run_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# paired tests go through blindspot.compare (helper C); skipped only while that module is absent
-needs_compare = pytest.mark.skipif(importlib.util.find_spec("blindspot.compare") is None,
-                                   reason="blindspot.compare not in this checkout yet")
 
 
 @pytest.fixture
@@ -74,7 +70,6 @@ def test_heuristic_figure_panels(table: pd.DataFrame) -> None:
     assert len(fig.axes) == len(STARTS) * len(slices)
 
 
-@needs_compare
 def test_paired_tests_blindspot_slice(table: pd.DataFrame, run_dir: Path) -> None:
     tests = paired_tests(table, run_dir, [("hans", "all"), ("hans", BLINDSPOT_SLICE)])
     # (synthetic vs original, biased vs synthetic) x starts x augs x seeds x 2 slices
@@ -91,7 +86,6 @@ def test_paired_tests_blindspot_slice(table: pd.DataFrame, run_dir: Path) -> Non
     assert tests["p_mcnemar"].between(0, 1).all()
 
 
-@needs_compare
 def test_write_report_files(run_dir: Path) -> None:
     (run_dir / "audit.md").write_text("# Audit\n\n| set | lexical overlap |\n|---|---|\n| synthetic | 0.12 |\n")
     out = write_report(run_dir)
@@ -111,7 +105,6 @@ def test_write_report_files(run_dir: Path) -> None:
     assert (run_dir / "results" / "results.parquet").exists()
 
 
-@needs_compare
 def test_report_cli(run_dir: Path, tmp_path: Path, capsys) -> None:
     assert cli_main(["report", str(run_dir), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "report.html").exists()
@@ -126,3 +119,37 @@ def test_report_without_results_one_clear_error(tmp_path: Path, capsys) -> None:
     (tmp_path / "results" / "index.json").write_text(json.dumps({"name": "empty", "conditions": []}))
     with pytest.raises(BlindspotError, match="lists no finished evaluations"):
         write_report(tmp_path)
+
+
+def test_report_reads_what_evaluate_writes(tmp_path: Path) -> None:
+    """Eval dirs built with evaluate's own row and metric functions (one seed: Wilson intervals)."""
+    import numpy as np
+
+    from blindspot.data.example import MNLI_LABELS, NLIExample
+    from blindspot.evaluate import prediction_rows, score
+    from blindspot.results import ResultEntry, RunIndex, write_index
+    from blindspot.storage import atomic_write_json, atomic_write_jsonl, mark_done
+
+    mnli = [NLIExample(f"m{i}", "p", "h", MNLI_LABELS[i % 3], genre="fiction") for i in range(12)]
+    hans = [NLIExample(f"h{i}", "p", "h", ("entailment", "non-entailment")[i // 2 % 2], heuristic=heur, subcase="s")
+            for i, heur in enumerate(["lexical_overlap", "subsequence"] * 8)]
+    rng, entries = np.random.default_rng(1), []
+    for source, aug in (("start", 0), ("original", 50), ("synthetic", 50)):
+        rel = f"eval-{source}"
+        metrics = {}
+        for name, examples, kind in (("multinli_1.0_dev_matched", mnli, "mnli"),
+                                     ("heuristics_evaluation_set", hans, "hans")):
+            rows = prediction_rows(examples, rng.dirichlet(np.ones(3), len(examples)), MNLI_LABELS, kind == "hans")
+            atomic_write_jsonl(tmp_path / rel / "predictions" / f"{name}.jsonl", rows)
+            metrics[name] = {"kind": kind, "n": len(examples),
+                             "metrics": score(examples, [r["pred"] for r in rows], kind)}
+        atomic_write_json(tmp_path / rel / "metrics.json", {"sets": metrics})
+        mark_done(tmp_path / rel)
+        entries.append(ResultEntry(start_size=100, source=source, aug_size=aug, seed=0, eval_dir=rel))
+    write_index(tmp_path, RunIndex(name="eval-format", conditions=entries))
+    out = write_report(tmp_path)
+    agg = pd.read_csv(tmp_path / "results" / "results_aggregated.csv")
+    assert (agg["interval"] == "wilson").all()
+    paired = pd.read_csv(out / "paired_tests.csv")
+    assert list(paired["slice"]) == ["all", BLINDSPOT_SLICE, "all"]  # sorted by eval set: HANS, then MNLI
+    assert list(paired["n"]) == [16, 4, 12]
