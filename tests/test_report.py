@@ -153,3 +153,19 @@ def test_report_reads_what_evaluate_writes(tmp_path: Path) -> None:
     paired = pd.read_csv(out / "paired_tests.csv")
     assert list(paired["slice"]) == ["all", BLINDSPOT_SLICE, "all"]  # sorted by eval set: HANS, then MNLI
     assert list(paired["n"]) == [16, 4, 12]
+
+
+def test_paired_tests_slices_beyond_compare(table: pd.DataFrame, run_dir: Path, tmp_path: Path) -> None:
+    """A slice compare does not report itself (genre) is compared on a sliced copy of both files."""
+    from blindspot.results import _compare_slices
+
+    tests = paired_tests(table, run_dir, [("mnli_dev_matched", "genre=fiction")])
+    assert len(tests) == 2 * len(STARTS) * len(AUGS) * len(SEEDS) and (tests["n"] == 10).all()
+    a = run_dir / "stages/evaluate-0-synthetic-100-0/predictions/hans.jsonl"
+    b = run_dir / "stages/evaluate-0-original-100-0/predictions/hans.jsonl"
+    (tmp_path / "cmp").mkdir()
+    via_compare = _compare_slices(a, b, [BLINDSPOT_SLICE], tmp_path / "cmp")[BLINDSPOT_SLICE]
+    own = _compare_slices(a, b, ["heuristic=lexical_overlap,label=non-entailment,subcase=lexical_overlap_case"],
+                          tmp_path / "cmp")
+    assert list(own.values())[0]["n"] == via_compare["n"] == 10
+    assert list(own.values())[0]["diff"] == pytest.approx(via_compare["diff"])

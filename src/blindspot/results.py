@@ -195,6 +195,18 @@ def _sliced_copy(src: Path, slice_name: str, tmp_dir: Path) -> Path:
     return out
 
 
+def _compare_slices(path_a: Path, path_b: Path, slices: list[str], tmp_dir: Path) -> dict[str, dict]:
+    """compare_predictions per slice: one call on the whole files (which also reports per-slice
+    results), and a call on sliced copies only for slices that call did not cover."""
+    from blindspot.compare import compare_predictions
+
+    whole = compare_predictions(path_a, path_b)
+    found = {"all": whole, **{r["slice"]: r for r in whole.get("slices", [])}}
+    return {s: found[s] if s in found else compare_predictions(_sliced_copy(path_a, s, tmp_dir),
+                                                                _sliced_copy(path_b, s, tmp_dir))
+            for s in slices}
+
+
 def comparison_pairs(sources: Iterable[str]) -> list[tuple[str, str]]:
     """(a, b) pairs to test: synthetic vs original, and every biased-* source vs synthetic."""
     sources = set(sources)
@@ -208,8 +220,6 @@ def paired_tests(df: pd.DataFrame, run_dir: str | Path, targets: list[tuple[str,
     """McNemar test and paired difference acc(a) - acc(b), per start x aug size x pair x target x seed."""
     import tempfile
 
-    from blindspot.compare import compare_predictions
-
     run_dir = Path(run_dir)
     keys = CONDITION + ["seed", "eval_set"]
     pred = {tuple(r[:-1]): r[-1] for r in df.drop_duplicates(keys)[keys + ["predictions"]].itertuples(index=False)}
@@ -222,9 +232,9 @@ def paired_tests(df: pd.DataFrame, run_dir: str | Path, targets: list[tuple[str,
                 path_b = pred.get((start, b, aug, seed, eval_set))
                 if source != a or path_b is None:
                     continue
-                for slice_name in (s for e, s in targets if e == eval_set):
-                    r = compare_predictions(_sliced_copy(run_dir / path_a, slice_name, Path(tmp)),
-                                            _sliced_copy(run_dir / path_b, slice_name, Path(tmp)))
+                wanted = [s for e, s in targets if e == eval_set]
+                compared = _compare_slices(run_dir / path_a, run_dir / path_b, wanted, Path(tmp)) if wanted else {}
+                for slice_name, r in compared.items():
                     rows.append({"start_size": start, "aug_size": aug, "source_a": a, "source_b": b,
                                  "eval_set": eval_set, "slice": slice_name, "seed": seed, "n": r["n"],
                                  "acc_a": r["acc_a"], "acc_b": r["acc_b"], "diff": r["diff"],
