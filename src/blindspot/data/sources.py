@@ -1,6 +1,6 @@
 """Where an NLI set comes from (a DataSource, declared as data) and the one function that loads it.
 
-    python -c "from blindspot.data.sources import load_source; print(load_source('\$BLINDSPOT_DATA/hans-regen/heuristics_evaluation_set.jsonl.gz'))"
+    python -c "from blindspot.data.sources import load_source; print(load_source('$BLINDSPOT_DATA/hans-regen/heuristics_evaluation_set.jsonl.gz'))"
 
 A source is a file path or `hub:ID[:SPLIT]`. Its format is "mnli", "hans" or "nli" (a
 generic set with column and label maps), detected from the name when not given:
