@@ -361,11 +361,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="Run directory written by `blindspot run`.")
-    parser.add_argument("--out", type=Path, default=None, help="Output directory (default: RUN_DIR/report).")
+    parser.add_argument("--out", type=Path, default=None, help="Output directory; None means RUN_DIR/report.")
     parser.add_argument("--mnli-set", default=None,
-                        help="Evaluation set drawn as the general task (default: the one named *matched*).")
+                        help="Evaluation set drawn as the general task; None picks the one named *matched*.")
     parser.add_argument("--hans-set", default=None,
-                        help="Evaluation set drawn as the challenge set (default: the one with heuristic=... slices).")
+                        help="Evaluation set drawn as the challenge set; None picks the one scored per heuristic.")
 
 
 def main(args: argparse.Namespace) -> int:
