@@ -55,15 +55,6 @@ def describe_set(s: NLISet, clean: bool = False, validation_per_label: int = 250
     """Counts (and optional cleaning) of one loaded set, as a JSON-ready dict."""
     out: dict = {"name": s.name, "source": s.source, "kind": s.meta.get("kind"), "rows": len(s),
                  "labels": s.label_counts(), "dropped_no_gold_by_loader": s.meta.get("dropped_no_gold", 0)}
-    if clean:
-        s, report = clean_mnli(s)
-        out["cleaning"] = report
-        if s.meta.get("kind") == "mnli" and s.name.endswith("train"):
-            val, pool = split_validation(s, validation_per_label, seed)
-            out["validation"] = {"rows": len(val), "labels": val.label_counts(), "per_label": validation_per_label,
-                                 "seed": seed}
-            out["pool"] = {"rows": len(pool), "labels": pool.label_counts()}
-        out["clean_labels"] = s.label_counts()
     if s.meta.get("kind") == "mnli" or any(e.genre for e in s):
         out["genres"] = dict(sorted(Counter(e.genre or "null" for e in s).items()))
     if any(e.heuristic for e in s):
@@ -75,6 +66,16 @@ def describe_set(s: NLISet, clean: bool = False, validation_per_label: int = 250
         for e in s:
             sub[e.subcase or "null"][e.label] += 1
         out["subcases"] = {k: dict(c) for k, c in sorted(sub.items())}
+    if clean:
+        s, report = clean_mnli(s)
+        out["cleaning"] = report
+        if s.meta.get("kind") == "mnli" and s.name.endswith("train"):
+            val, pool = split_validation(s, validation_per_label, seed)
+            out["validation"] = {"rows": len(val), "labels": val.label_counts(), "per_label": validation_per_label,
+                                 "seed": seed}
+            out["pool"] = {"rows": len(pool), "labels": pool.label_counts()}
+        out["clean_labels"] = s.label_counts()
+    out["heuristics_on"] = "cleaned" if clean else "loaded"
     out["heuristics"] = heuristic_prevalence(s)
     return out
 
