@@ -146,14 +146,14 @@ def _pairs(text: str | None, option: str) -> dict[str, str] | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="data file (JSONL/TSV/TXT/CSV, plain or .gz) or hub:ID:SPLIT")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout instead of tables")
-    parser.add_argument("--out", help="also write the JSON report to this file")
+    parser.add_argument("--out", metavar="FILE", help="also write the JSON report to this file")
     parser.add_argument("--clean", action="store_true", help="apply the paper's cleaning and report what it removes")
-    parser.add_argument("--validation-per-label", type=int, default=250, help="validation examples held out per label (with --clean, MNLI train)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split")
-    parser.add_argument("--format", choices=("mnli", "hans", "nli"), help="data format (default: detected from the name)")
-    parser.add_argument("--columns", help="nli column map FIELD=COLUMN,... (fields premise, hypothesis, label, id, genre, heuristic, subcase, template)")
-    parser.add_argument("--label-map", help="nli label map RAW=LABEL,... (e.g. e=entailment,n=neutral,c=contradiction)")
-    parser.add_argument("--labels", help="nli label space, comma-separated (default: MNLI's)")
+    parser.add_argument("--validation-per-label", type=int, default=250, metavar="N", help="validation examples held out per label (with --clean, MNLI train)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the validation split")
+    parser.add_argument("--format", choices=("mnli", "hans", "nli"), help="data format; unset = detected from each file name / hub id")
+    parser.add_argument("--columns", metavar="MAP", help="nli column map FIELD=COLUMN,... (fields premise, hypothesis, label, id, genre, heuristic, subcase, template)")
+    parser.add_argument("--label-map", metavar="MAP", help="nli label map RAW=LABEL,... (e.g. e=entailment,n=neutral,c=contradiction)")
+    parser.add_argument("--labels", metavar="LABELS", help="nli label space, comma-separated; unset = MNLI's (HANS's if the label map yields only those)")
 
 
 def main(args: argparse.Namespace) -> int:
