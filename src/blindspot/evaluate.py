@@ -123,9 +123,10 @@ def predict_proba(model, tokenizer, template: str, examples: Sequence[NLIExample
 
 def set_kind(nli_set: NLISet) -> SetKind:
     """mnli | hans | nli, from the loader's recorded format, else from labels and fields."""
-    fmt = nli_set.meta.get("format") if isinstance(nli_set.meta, dict) else None
-    if fmt in ("mnli", "hans"):
-        return fmt
+    meta = nli_set.meta if isinstance(nli_set.meta, dict) else {}
+    for key in ("kind", "format"):
+        if meta.get(key) in ("mnli", "hans", "nli"):
+            return meta[key]
     labels = set(nli_set.labels)
     if labels <= _TWO_WAY and nli_set.examples and all(e.heuristic for e in nli_set.examples):
         return "hans"
@@ -273,8 +274,11 @@ def _check_out_dir(out_dir: Path, spec: dict) -> bool:
 
 def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_size: int = 32,
              per_subcase: int | None = None, per_label: int | None = None, seed: int = 0,
-             device: str = "auto", max_length: int = 512) -> Path:
-    """Evaluate `classifier` (a directory or a loaded Classifier) on named sets; returns `out_dir`."""
+             device: str = "auto", max_length: int | None = None) -> Path:
+    """Evaluate `classifier` (a directory or a loaded Classifier) on named sets; returns `out_dir`.
+
+    max_length None = the classifier's training max_length (512 if it has none).
+    """
     out_dir = Path(out_dir)
     if not sets:
         raise ConfigError("no evaluation sets given (use --set NAME=SOURCE)")
@@ -287,6 +291,9 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
         log.info("%s: already done", out_dir)
         return out_dir
     clf = _resolve_classifier(classifier, device)
+    info = getattr(clf, "spec", None) or {}
+    if max_length is None:
+        max_length = int(info.get("max_length") or 512)
     labels = tuple(clf.labels)
     plan = {}
     for name, s in loaded.items():  # every set is checked before any compute
@@ -316,9 +323,9 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
     atomic_write_json(out_dir / "metrics.json", {
         "sets": report, "classifier": spec["classifier"], "examples_per_s": eps,
         "subsample": {"per_subcase": per_subcase, "per_label": per_label, "seed": seed}})
-    spec_dict = getattr(clf, "spec", {}) or {}
+    model_name = (info.get("base") or {}).get("name") or (info.get("spec") or {}).get("model") or info.get("model")
     atomic_write_json(out_dir / "meta.json", run_metadata(
-        stage="evaluate", spec=spec, classifier_spec=spec_dict, model=spec_dict.get("model"),
+        stage="evaluate", spec=spec, classifier=info, model=model_name, max_length=max_length,
         device=str(getattr(clf, "device", "")), dtype=str(next(clf.model.parameters()).dtype),
         wall_s=round(wall, 3), examples=total, examples_per_s=eps, sets=timing))
     mark_done(out_dir)
@@ -351,7 +358,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-label", type=int, default=None,
                         help="quick run: evaluate only K examples per gold label of non-HANS sets (seeded)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
-    parser.add_argument("--max-length", type=int, default=512, help="longest input in tokens (premise cut first)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="longest input in tokens (premise cut first); default: the classifier's training value")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
 
 
