@@ -307,6 +307,11 @@ def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifi
     missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+    from safetensors import safe_open
+
+    with safe_open(path / ADAPTER_FILES[1], "pt") as f:
+        if not any(".score." in k for k in f.keys()):  # else peft would silently keep a random head
+            raise CheckpointError(f"{path}: adapter file has no trained score head")
     base_path = _base_path(info, path)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)

