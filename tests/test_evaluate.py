@@ -205,3 +205,23 @@ def test_evaluate_refuses_unknown_labels_before_compute(tmp_path):
     with pytest.raises(DataError, match="maybe"):
         evaluate(clf, {"good": good, "odd": bad}, tmp_path / "eval")
     assert not (tmp_path / "eval").exists()  # nothing was computed or written
+
+
+def test_length_batches_caps_examples_and_padded_tokens():
+    from blindspot.evaluate import length_batches
+
+    lengths = [10, 50, 12, 11, 9, 10, 48, 10]
+    batches = length_batches(lengths, batch_size=3, max_tokens=60)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 3 and lengths[b[0]] * len(b) <= 60 for b in batches if len(b) > 1)
+    assert batches[0] == [1] and batches[1] == [6]  # the long ones alone, longest first
+    assert [len(b) for b in length_batches(lengths, batch_size=4, max_tokens=10**6)] == [4, 4]
+    assert length_batches([], 4) == []
+
+
+def test_predict_proba_token_cap_changes_nothing():
+    model, tok = tiny_classifier()
+    ex = examples_of(PAIRS, ["entailment"] * len(PAIRS))
+    a = predict_proba(model, tok, "paper", ex, batch_size=32, max_tokens=1)  # one example per batch
+    b = predict_proba(model, tok, "paper", ex, batch_size=32, max_tokens=10**6)
+    np.testing.assert_allclose(a, b, atol=1e-5)

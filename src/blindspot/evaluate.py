@@ -84,23 +84,40 @@ def _batch_logits(model, prefix_kv, prefix_len: int, suffixes: list[list[int]], 
     return out.logits.float()
 
 
-def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], batch_size: int = 32,
-                    desc: str = "predict") -> np.ndarray:
-    """Class probabilities [N, num_labels] for pre-tokenised inputs `prefix_ids + suffixes[i]`."""
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped longest first: at most `batch_size` examples and `max_tokens` padded tokens each.
+
+    The token cap (default: batch_size x the median length) puts the long tail in smaller
+    batches, so a few long examples do not pad a whole batch of shorter ones.
+    """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if max_tokens is None and lengths:
+        max_tokens = batch_size * max(1, int(np.median(lengths)))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and \
+                lengths[batches[-1][0]] * (len(batches[-1]) + 1) <= (max_tokens or 0):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], batch_size: int = 32,
+                    max_tokens: int | None = None, desc: str = "predict") -> np.ndarray:
+    """Class probabilities [N, num_labels] for pre-tokenised inputs `prefix_ids + suffixes[i]`."""
     device = next(model.parameters()).device
     pad_id = _pad_id(model)
-    order = sorted(range(len(suffixes)), key=lambda i: -len(suffixes[i]))  # longest first
+    batches = length_batches([len(s) for s in suffixes], batch_size, max_tokens)
     probs = np.zeros((len(suffixes), model.config.num_labels), dtype=np.float32)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             prefix_kv = _prefix_kv(model, prefix_ids, device) if prefix_ids else []
-            for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch",
-                              disable=len(order) <= batch_size):
-                idx = order[start: start + batch_size]
+            for idx in tqdm(batches, desc=desc, unit="batch", disable=len(batches) <= 1):
                 logits = _batch_logits(model, prefix_kv, len(prefix_ids), [suffixes[i] for i in idx],
                                        pad_id, device)
                 probs[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
@@ -110,13 +127,13 @@ def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], bat
 
 
 def predict_proba(model, tokenizer, template: str, examples: Sequence[NLIExample], batch_size: int = 32,
-                  max_length: int = 512, desc: str = "predict") -> np.ndarray:
+                  max_length: int = 512, max_tokens: int | None = None, desc: str = "predict") -> np.ndarray:
     """Class probabilities [N, num_labels] (classifier label order), prefix computed once."""
     if not examples:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     prefix_ids, suffixes = encode_classifier_inputs(
         tokenizer, template, [(e.premise, e.hypothesis) for e in examples], max_length=max_length)
-    return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, desc=desc)
+    return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, max_tokens=max_tokens, desc=desc)
 
 
 # --- label spaces and scoring ---------------------------------------------------------------
