@@ -72,7 +72,9 @@ def detect_device(device: str | torch.device = "auto", dtype: str | torch.dtype 
         dt = _DTYPES[dtype]
     else:
         raise ConfigError(f"dtype: {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
-    log.info("device %s (%s), dtype %s", dev, why, str(dt).removeprefix("torch."))
+    # an already-resolved torch.device is a caller passing its choice on: do not log it again
+    (log.debug if isinstance(device, torch.device) else log.info)(
+        "device %s (%s), dtype %s", dev, why, str(dt).removeprefix("torch."))
     return dev, dt
 
 
@@ -310,3 +312,23 @@ def base_fingerprint(path: str | Path, samples: int = 16, chunk: int = 1 << 16) 
                 fh.seek(size * i // samples)
                 h.update(fh.read(chunk))
     return h.hexdigest()[:16]
+
+
+def base_identity(name: str, path: Path) -> dict:
+    """What a trained adapter records about its base: name, resolved path, fingerprint."""
+    return {"name": name, "path": str(Path(path).resolve()), "fingerprint": base_fingerprint(path)}
+
+
+def verified_base(base: dict, where: Path) -> Path:
+    """The base checkpoint recorded by `base_identity`, found again and checked by fingerprint."""
+    path = Path(base["path"])
+    if not (path / "config.json").is_file():  # moved machines: resolve the name again
+        try:
+            path = resolve_model(base["name"])
+        except ConfigError as e:
+            raise CheckpointError(f"{where}: base model {base['name']!r} not found at {base['path']} ({e})") from None
+    found = base_fingerprint(path)
+    if found != base["fingerprint"]:
+        raise CheckpointError(f"{where}: adapter was trained on base {base['name']!r} with fingerprint "
+                              f"{base['fingerprint']}, but {path} has fingerprint {found} (another base model)")
+    return path

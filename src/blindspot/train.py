@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
 from blindspot.lora import LoraSpec, add_lora, log_trainable, upcast_trainable
-from blindspot.models import base_fingerprint, detect_device, load_base_model, load_tokenizer, resolve_model
+from blindspot.models import (base_identity, detect_device, load_base_model, load_tokenizer, resolve_model,
+                              verified_base)
 from blindspot.runmeta import run_metadata
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
 from blindspot.templates import CLASSIFIER_TEMPLATES, encode_classifier_inputs
@@ -218,7 +219,7 @@ def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | No
     else:
         texts = [f"{e.premise} {e.hypothesis}" for e in examples] + list(CLASSIFIER_TEMPLATES.values())
         base_path = resolve_model(spec.model, cache_dir, texts=texts)
-        base = {"name": spec.model, "path": str(base_path.resolve()), "fingerprint": base_fingerprint(base_path)}
+        base = base_identity(spec.model, base_path)
         tokenizer, template = load_tokenizer(base_path), _format(spec.template or "paper")
         model = load_base_model(base_path, "classification", len(spec.labels), device, dtype, spec.quantize,
                                 pad_token_id=tokenizer.pad_token_id)
@@ -280,24 +281,9 @@ def _read_info(path: Path) -> dict:
     return info
 
 
-def _base_path(info: dict, where: Path) -> Path:
-    """The base checkpoint the adapter was trained on, checked by fingerprint."""
-    base = info["base"]
-    path = Path(base["path"])
-    if not (path / "config.json").is_file():  # moved machines: resolve the name again
-        try:
-            path = resolve_model(base["name"])
-        except ConfigError as e:
-            raise CheckpointError(f"{where}: base model {base['name']!r} not found at {base['path']} ({e})") from None
-    found = base_fingerprint(path)
-    if found != base["fingerprint"]:
-        raise CheckpointError(f"{where}: adapter was trained on base {base['name']!r} with fingerprint "
-                              f"{base['fingerprint']}, but {path} has fingerprint {found} (another base model)")
-    return path
-
-
 def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifier:
     from peft import PeftModel
+    from safetensors import safe_open
 
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such classifier directory")
@@ -307,12 +293,10 @@ def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifi
     missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)}")
-    from safetensors import safe_open
-
     with safe_open(path / ADAPTER_FILES[1], "pt") as f:
         if not any(".score." in k for k in f.keys()):  # else peft would silently keep a random head
             raise CheckpointError(f"{path}: adapter file has no trained score head")
-    base_path = _base_path(info, path)
+    base_path = verified_base(info["base"], path)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)
     base = load_base_model(base_path, "classification", len(info["labels"]), dev, dt, quantize,
@@ -344,25 +328,22 @@ def load_classifier(path: str | Path, device: str | torch.device = "auto", dtype
 # --- command line -----------------------------------------------------------------------------
 
 def load_training_examples(data: str, n: int | None, seed: int, labels: tuple[str, ...]) -> list[NLIExample]:
-    """Read a data source (path or hub:ID, see blindspot.data.sources) and sample n with the seed."""
-    try:
-        from blindspot.data.sources import load_source
-    except ImportError:  # data layer without sources: internal examples JSONL only
-        from blindspot.data.example import load_examples
+    """Read a data source (path or hub:ID, see blindspot.data.sources); n sampled with the seed (None = all)."""
+    from blindspot.data.cleaning import sample_examples
+    from blindspot.data.sources import load_source
 
-        examples = load_examples(data, labels=labels)
-    else:
-        examples = list(load_source(data).examples)
-    if n is None or n >= len(examples):
-        if n is not None and n > len(examples):
-            raise DataError(f"{data}: --n {n} asked for but the source has only {len(examples)} examples")
-        return examples
-    return random.Random(seed).sample(examples, n)
+    examples = load_source(data).examples
+    bad = next((e for e in examples if e.label not in labels), None)
+    if bad is not None:
+        raise DataError(f"{data}: example {bad.id} has label {bad.label!r} (expected one of {', '.join(labels)})")
+    if n is not None and n > len(examples):
+        raise DataError(f"{data}: --n {n} asked for but the source has only {len(examples)} examples")
+    return list(examples) if n is None else sample_examples(examples, n, seed)
 
 
 def train_classifier_from_source(spec: ClassifierSpec, data: str | None, n: int | None, out_dir: str | Path,
                                  sample_seed: int | None = None, cache_dir: str | Path | None = None) -> Path:
-    """Sample n examples from `data` (n = 0 or no data: untrained) and train a classifier on them."""
+    """Sample n examples from `data` (n = 0: untrained) and train a classifier on them."""
     if n == 0:
         return train_classifier(spec, [], out_dir, cache_dir)
     if data is None:
@@ -371,41 +352,31 @@ def train_classifier_from_source(spec: ClassifierSpec, data: str | None, n: int 
     return train_classifier(spec, load_training_examples(data, n, seed, spec.labels), out_dir, cache_dir)
 
 
-# CLI option -> path of the ClassifierSpec field it overrides
-_OVERRIDES = {"model": ("model",), "init_from": ("init_from",), "template": ("template",), "seed": ("seed",),
-              "device": ("device",), "dtype": ("dtype",), "quantize": ("quantize",), "max_length": ("max_length",),
-              "lr": ("optim", "lr"), "batch_size": ("optim", "batch_size"), "grad_accum": ("optim", "grad_accum"),
-              "epochs": ("optim", "epochs"), "warmup_ratio": ("optim", "warmup_ratio"),
-              "weight_decay": ("optim", "weight_decay"), "max_grad_norm": ("optim", "max_grad_norm"),
-              "lora_r": ("lora", "r"), "lora_alpha": ("lora", "alpha"), "lora_dropout": ("lora", "dropout")}
+# CLI option -> the ClassifierSpec field it overrides (section, field); section None = top level
+_OVERRIDES = {**{k: (None, k) for k in ("model", "init_from", "template", "seed", "device", "dtype", "quantize",
+                                        "max_length")},
+              **{k: ("optim", k) for k in ("lr", "batch_size", "grad_accum", "epochs", "warmup_ratio",
+                                           "weight_decay", "max_grad_norm")},
+              **{f"lora_{k}": ("lora", k) for k in ("r", "alpha", "dropout")}}
 _JOB_KEYS = ("data", "n", "sample_seed", "out", "cache_dir")  # YAML keys that are not spec fields
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `blindspot train-classifier`; unset options fall back to --config, then defaults."""
-    a = parser.add_argument
+    def a(*names, **kw):  # unset options stay absent (no misleading "default: None" in --help)
+        parser.add_argument(*names, default=argparse.SUPPRESS, **kw)
+
     a("--config", help="YAML file of ClassifierSpec fields (plus data, n, sample_seed, out, cache_dir); "
       "options given on the command line override it")
-    a("--model", help="base model: smollm2-135m (default), tiny-llama, a checkpoint directory or a hub id")
     a("--data", help="training data: a file path or hub:ID[:SPLIT] (see blindspot.data.sources)")
     a("--n", type=int, help="number of training examples sampled from --data (0 = untrained; default all)")
     a("--sample-seed", type=int, help="seed of the sample of --n examples (default: --seed)")
-    a("--init-from", help="continue training this saved classifier directory (augmentation)")
-    a("--template", help="prompt template: paper (default), short, or a format string with {premise}, {hypothesis}")
     a("--out", help="output classifier directory (required here or in --config)")
     a("--cache-dir", help="where converted models are cached (default $BLINDSPOT_CACHE or ~/.cache/blindspot)")
-    for name, kind, what in [("lr", float, "peak learning rate (2e-5)"), ("batch-size", int, "batch size (2)"),
-                             ("grad-accum", int, "batches per optimiser step (1)"), ("epochs", int, "epochs (1)"),
-                             ("warmup-ratio", float, "warmup fraction (0.3)"),
-                             ("weight-decay", float, "AdamW weight decay (0.001)"),
-                             ("max-grad-norm", float, "gradient clipping norm (0.3)"),
-                             ("max-length", int, "max input tokens (512)"), ("lora-r", int, "LoRA rank (64)"),
-                             ("lora-alpha", float, "LoRA alpha (16)"), ("lora-dropout", float, "LoRA dropout (0.1)"),
-                             ("seed", int, "seed of head init, LoRA init, dropout and batch order (0)")]:
-        a(f"--{name}", type=kind, help=what)
-    a("--device", help="auto (default), cpu, cuda, cuda:N")
-    a("--dtype", help="auto (default: CUDA bf16, CPU fp32), float32, bfloat16, float16")
-    a("--quantize", choices=["none", "4bit"], help="4bit: NF4 base via bitsandbytes (CUDA only); default none")
+    for opt, (section, key) in _OVERRIDES.items():  # the spec's own field descriptions are the help
+        field = {None: ClassifierSpec, "optim": OptimSpec, "lora": LoraSpec}[section].model_fields[key]
+        kind = field.annotation if field.annotation in (int, float) else str
+        a(f"--{opt.replace('_', '-')}", type=kind, help=f"{field.description} [{field.default}]")
 
 
 def spec_from_args(args: argparse.Namespace) -> tuple[ClassifierSpec, dict]:
@@ -413,28 +384,25 @@ def spec_from_args(args: argparse.Namespace) -> tuple[ClassifierSpec, dict]:
     import yaml
 
     raw: dict = {}
-    if args.config:
+    config = getattr(args, "config", None)
+    if config:
         try:
-            raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{args.config}: cannot read YAML ({str(e).splitlines()[0]})") from None
+            raise ConfigError(f"{config}: cannot read YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"{args.config}: expected a mapping of ClassifierSpec fields")
+            raise ConfigError(f"{config}: expected a mapping of ClassifierSpec fields")
     job = {k: raw.pop(k, None) for k in _JOB_KEYS}
-    job |= {k: getattr(args, k) for k in _JOB_KEYS if getattr(args, k) is not None}
-    for opt, field_path in _OVERRIDES.items():
-        value = getattr(args, opt)
-        if value is not None:
-            target = raw
-            for key in field_path[:-1]:
-                target = target.setdefault(key, {})
-            target[field_path[-1]] = value
+    job |= {k: getattr(args, k) for k in _JOB_KEYS if hasattr(args, k)}
+    for opt, (section, key) in _OVERRIDES.items():
+        if hasattr(args, opt):
+            (raw.setdefault(section, {}) if section else raw)[key] = getattr(args, opt)
     try:
         spec = ClassifierSpec.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{args.config or 'options'}: field {where}: {err['msg']}") from None
+        raise ConfigError(f"{config or 'options'}: field {where}: {err['msg']}") from None
     if not job["out"]:
         raise ConfigError("--out: an output directory is required")
     return spec, job
