@@ -15,21 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
-from blindspot.lora import LoraSpec, add_lora, log_trainable, upcast_trainable
+from blindspot.lora import FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable, upcast_trainable
 from blindspot.models import (base_identity, detect_device, load_base_model, load_tokenizer, resolve_model,
                               verified_base)
 from blindspot.runmeta import run_metadata
@@ -40,22 +39,6 @@ log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 SORT_CHUNK_BATCHES = 50  # batches are length-sorted within chunks of this many (less padding)
-
-
-class OptimSpec(BaseModel):
-    """Optimisation hyperparameters of `fit` (defaults: the paper's classifier training)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    epochs: int = Field(1, ge=1, description="Passes over the training data.")
-    lr: float = Field(2e-5, gt=0, description="Peak learning rate (AdamW).")
-    warmup_ratio: float = Field(0.3, ge=0, le=1, description="Fraction of optimiser steps of linear warmup "
-                                "before the cosine decay.")
-    weight_decay: float = Field(0.001, ge=0, description="AdamW weight decay.")
-    max_grad_norm: float = Field(0.3, gt=0, description="Gradient clipping threshold (L2 norm).")
-    batch_size: int = Field(2, ge=1, description="Examples per forward pass.")
-    grad_accum: int = Field(1, ge=1, description="Forward passes per optimiser step.")
-    log_every: int = Field(10, ge=1, description="Optimiser steps per train_log.jsonl row.")
 
 
 class ClassifierSpec(BaseModel):
@@ -92,69 +75,7 @@ class Classifier:
     device: torch.device
 
 
-@dataclass
-class FitResult:
-    steps: int
-    examples: int
-    seconds: float
-    examples_per_s: float
-    log: list[dict]
-
-
-# --- the optimisation loop (shared with the generator) ---------------------------------------
-
-def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequence[dict]], optim: OptimSpec,
-        device: torch.device, desc: str = "train") -> FitResult:
-    """AdamW + warmup/cosine schedule + clipping + accumulation over batches of `model(**batch).loss`.
-
-    `batches` is a list of dicts of tensors (reused every epoch) or a function epoch -> list.
-    Only parameters with requires_grad are optimised. On CUDA with a bf16 model the forward pass
-    runs under bf16 autocast (trainable weights stay fp32).
-    """
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
-
-    epoch_batches = batches if callable(batches) else (lambda _epoch: batches)
-    first = epoch_batches(0)
-    total = math.ceil(len(first) / optim.grad_accum) * optim.epochs
-    params = [p for p in model.parameters() if p.requires_grad]
-    assert params, "fit: the model has no trainable parameters"
-    opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(optim.warmup_ratio * total), total)
-    autocast = device.type == "cuda" and any(p.dtype == torch.bfloat16 for p in model.parameters())
-    model.train()
-    rows: list[dict] = []
-    step, seen, window, t0 = 0, 0, [], time.time()
-    bar = tqdm(total=total, desc=desc, unit="step")
-    for epoch in range(optim.epochs):
-        epoch_list = first if epoch == 0 else epoch_batches(epoch)
-        for i, batch in enumerate(epoch_list):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                loss = model(**batch).loss
-            (loss / optim.grad_accum).backward()
-            window.append(loss.item())
-            seen += batch["input_ids"].shape[0]
-            if (i + 1) % optim.grad_accum and i + 1 != len(epoch_list):
-                continue  # accumulate; the last (short) group of an epoch still steps
-            torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{window[-1]:.4f}")
-            if step % optim.log_every == 0 or step == total:
-                rows.append({"step": step, "epoch": epoch, "examples": seen, "loss": sum(window) / len(window),
-                             "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 3)})
-                window = []
-    bar.close()
-    model.eval()
-    seconds = time.time() - t0
-    rate = seen / seconds if seconds > 0 else 0.0
-    log.info("%s: %d steps, %d examples in %.1f s (%.2f examples/s)", desc, step, seen, seconds, rate)
-    return FitResult(step, seen, seconds, rate, rows)
-
+# --- batches ---------------------------------------------------------------------------------
 
 def classifier_batches(tokenizer, template: str, examples: list[NLIExample], labels: tuple[str, ...],
                        batch_size: int, max_length: int, seed: int) -> Callable[[int], list[dict]]:
