@@ -1,7 +1,7 @@
 """Content-addressed stage outputs: a stage's directory is named by its spec and its inputs.
 
     <root>/<stage>-<hash12>/
-        spec.json    what was asked (the stage spec, the input directories, the code version)
+        stage.json   what was asked (the stage spec, the input directories, the code version)
         meta.json    how it ran (versions, git commit, device, wall time, throughput)
         ...          the stage's outputs
         DONE         written last; a directory without it is incomplete and is redone or resumed
@@ -67,7 +67,7 @@ def write_spec(spec: StageSpec, root: str | Path) -> Path:
     """Create the stage directory and record what it was asked (before any work starts)."""
     out = spec.path(root)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "spec.json", {
+    atomic_write_json(out / "stage.json", {
         "stage": spec.stage, "label": spec.label, "spec": spec.spec, "code_version": CODE_VERSION,
         "inputs": {k: v.dirname for k, v in spec.inputs.items()},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

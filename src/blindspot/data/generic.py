@@ -122,5 +122,11 @@ def load_nli(path: str | os.PathLike, columns: Mapping[str, str] | None = None,
         cols = {f: c for f, c in cols.items() if c in header or f in REQUIRED}
     required = cols.keys() if explicit else REQUIRED
     stem = p.name.split(".")[0]
-    return rows_to_set(iter_rows(p), str(p), name or stem, cols, space, label_map, required, keep_no_gold,
+    rows: Iterable[Row] = iter_rows(p)
+    if not label_space and label_map is None:  # no label info given: a 2-way file reads as 2-way
+        rows = list(rows)
+        seen = {r.get(cols["label"]) for _, r in rows}
+        if "non-entailment" in seen and seen <= set(HANS_LABELS) | {NO_GOLD}:
+            space = HANS_LABELS
+    return rows_to_set(rows, str(p), name or stem, cols, space, label_map, required, keep_no_gold,
                        meta={"kind": kind, "format": "nli", "path": str(p)})

@@ -1,0 +1,203 @@
+"""The experiment config: one YAML file, validated on load, that describes a whole grid.
+
+    python -c "from blindspot.config import load_config; print(load_config('configs/demo.yaml'))"
+
+Every field is typed and described here; a wrong field gets one error that names it (with its
+path, e.g. `augment.sizes[1]`) and what was expected. Paths may use $BLINDSPOT_DATA and ~.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from blindspot.data.sources import DataSource
+from blindspot.errors import ConfigError
+from blindspot.lora import LoraSpec
+from blindspot.train import OptimSpec
+
+FROZEN = ConfigDict(frozen=True, extra="forbid")
+# Augmentation sources: original MNLI, unfiltered synthetic, or synthetic through a filter.
+BASE_SOURCES = ("original", "synthetic")
+
+
+class DataConfig(BaseModel):
+    """The general task (train + evaluation sets) and the challenge sets."""
+
+    model_config = FROZEN
+    train: DataSource = Field(description="General-task training data (cleaned, then split into validation + pool).")
+    eval: dict[str, DataSource] = Field(min_length=1, description="Evaluation sets by name, e.g. mnli-matched, hans.")
+    clean: bool = Field(True, description="The paper's cleaning: drop '-' labels and every duplicated pair.")
+    validation_per_label: int = Field(250, ge=0, description="Label-balanced validation examples held out per label.")
+    split_seed: int = Field(0, description="Seed of the validation hold-out.")
+    eval_per_label: int | None = Field(None, ge=1, description="Evaluate on k per label of 3-way sets (None = all).")
+    eval_per_subcase: int | None = Field(None, ge=1, description="Evaluate on k per subcase of HANS-like sets (None = all).")
+    eval_seed: int = Field(0, description="Seed of the evaluation subsamples.")
+
+    @field_validator("eval")
+    @classmethod
+    def _names(cls, v: dict) -> dict:
+        bad = [k for k in v if not k.replace("-", "").replace("_", "").replace(".", "").isalnum()]
+        if bad:
+            raise ValueError(f"set names must be letters, digits, '-', '_' or '.', got {bad}")
+        return v
+
+
+class ClassifierConfig(BaseModel):
+    """How classifiers (starting points and augmented models) are trained."""
+
+    model_config = FROZEN
+    template: str = Field("paper", description="'paper', 'short' or a format string with {premise} and {hypothesis}.")
+    max_length: int = Field(512, ge=8, description="Longest input in tokens.")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings of the starting points.")
+    optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimiser settings (paper: lr 2e-5, batch 2).")
+
+
+class GeneratorConfig(BaseModel):
+    """How the generator (the same base LLM as a causal LM) is trained."""
+
+    model_config = FROZEN
+    train_size: int | None = Field(None, ge=1, description="Pool examples it is trained on (None = the whole pool).")
+    max_length: int = Field(256, ge=16, description="Longest training text in tokens.")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings.")
+    optim: OptimSpec = Field(default_factory=lambda: OptimSpec(batch_size=6), description="Optimiser (paper: batch 6).")
+    seed: int = Field(0, description="Seed of the training sample and of training; shared by every condition seed.")
+
+
+class GenerationConfig(BaseModel):
+    """How synthetic examples are sampled from the generator."""
+
+    model_config = FROZEN
+    per_label: int = Field(ge=1, description="Valid synthetic examples sampled per label (before filtering).")
+    batch_size: int = Field(32, ge=1, description="Rows sampled together.")
+    temperature: float = Field(1.0, ge=0, description="Softmax temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass (1 = off).")
+    top_k: int = Field(0, ge=0, description="Top-k (0 = off).")
+    max_new_tokens: int = Field(128, ge=8, description="Longest generated example in tokens.")
+    max_attempts_factor: float = Field(5.0, ge=1, description="Give up on a label after this many x per_label samples.")
+    keep_leaked: bool = Field(False, description="Keep synthetic pairs that also occur in an evaluation set.")
+    seed: int = Field(0, description="Sampling seed; shared by every condition seed.")
+
+
+class AugmentConfig(BaseModel):
+    """What each starting point is further trained on."""
+
+    model_config = FROZEN
+    sources: list[str] = Field(min_length=1, description="'original', 'synthetic', or a filter name applied to the "
+                               "synthetic data, e.g. 'biased-lexical-overlap'.")
+    sizes: list[int] = Field(min_length=1, description="Augmentation sizes m (label balanced: m/3 per label).")
+    exclude_seen: bool = Field(False, description="Original data: never re-sample what the starting point saw "
+                               "(the paper samples from the whole pool).")
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, v: list[str]) -> list[str]:
+        from blindspot.filters import FILTERS
+
+        bad = [s for s in v if s not in BASE_SOURCES and s not in FILTERS]
+        if bad:
+            raise ValueError(f"unknown source(s) {bad}; expected 'original', 'synthetic' or one of "
+                             f"{sorted(FILTERS)}")
+        return v
+
+    @field_validator("sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(m < 1 for m in v):
+            raise ValueError(f"sizes must be >= 1 (the starting point itself is size 0), got {v}")
+        return v
+
+
+class EvaluationConfig(BaseModel):
+    model_config = FROZEN
+    batch_size: int = Field(32, ge=1, description="Examples per forward pass.")
+
+
+class ExperimentConfig(BaseModel):
+    """One experiment: a model, data, starting sizes x augmentation sources x sizes x seeds."""
+
+    model_config = FROZEN
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; outputs go to runs/<name>/ by default.")
+    model: str = Field("smollm2-135m", description="smollm2-135m, tiny-llama, a hub id or a local checkpoint dir.")
+    device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
+    dtype: str = Field("auto", description="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
+    quantize: Literal["none", "4bit"] = Field("none", description="4bit: NF4 base via bitsandbytes (CUDA only).")
+    data: DataConfig
+    start_sizes: list[int | Literal["all"]] = Field(min_length=1, description="Starting points: n MNLI pool examples "
+                                                    "(0 = untrained, 'all' = the whole pool).")
+    augment: AugmentConfig
+    seeds: list[int] = Field([0], min_length=1, description="Seeds of each condition (sampling and training).")
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    generation: GenerationConfig
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="after")
+    def _checks(self) -> "ExperimentConfig":
+        if any(isinstance(n, int) and n < 0 for n in self.start_sizes):
+            raise ValueError(f"start_sizes must be >= 0 or 'all', got {self.start_sizes}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        return self
+
+    def needs_synthetic(self) -> bool:
+        return any(s != "original" for s in self.augment.sources)
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _one_line(e: ValidationError, where: str) -> ConfigError:
+    err = e.errors()[0]
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    got = err.get("input")
+    got_text = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f", got {got!r}"
+    msg = "unknown field (check the spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+    return ConfigError(f"{where}: field '{_field_path(err['loc'])}': {msg}{got_text}{more}")
+
+
+def parse_config(raw: dict, where: str = "config") -> ExperimentConfig:
+    """Validate a config dict; one ConfigError naming the first bad field."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a YAML mapping of fields, got {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise _one_line(e, where) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML experiment config; `overrides` are `dotted.key=yaml-value` strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    for item in overrides or []:
+        apply_override(raw, item)
+    return parse_config(raw, str(path))
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set `a.b.c=value` (value parsed as YAML) in a raw config dict."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. seeds=[0,1]")
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(value)

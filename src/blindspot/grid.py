@@ -1,0 +1,218 @@
+"""Run a whole experiment from one YAML config: cached, resumable, then the results and report.
+
+    blindspot run configs/demo.yaml                  # everything; prints where the report is
+    blindspot run configs/demo.yaml --dry-run        # the plan: each stage, cached or to run
+    blindspot run configs/demo.yaml --set seeds=[0,1] --out runs/demo-2seeds
+
+The config expands into a graph of stages (see stages.py). Each stage's output directory is
+`RUN/stages/<stage>-<hash>` where the hash covers its spec, its inputs' hashes and the code
+version (artifacts.py), so a rerun does nothing that is done, a killed run resumes, and
+changing one value reruns only what depends on it. Stages run in-process, in dependency
+order; they read only their spec and their input directories, so a cluster executor (Ray)
+can run the same graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from blindspot.artifacts import StageSpec, file_fingerprint, topological_order, write_spec
+from blindspot.config import ExperimentConfig, load_config
+from blindspot.data.example import MNLI_LABELS
+from blindspot.data.sources import DataSource
+from blindspot.storage import DONE, atomic_write_json, atomic_write_text, mark_done
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """The stage graph of one experiment and the conditions that the results table lists."""
+
+    stages: list[StageSpec]
+    conditions: list[dict] = field(default_factory=list)  # {start_size, source, aug_size, seed, eval: StageSpec}
+    audit: StageSpec | None = None
+
+
+def _source_fingerprint(src: DataSource) -> dict:
+    """What identifies a data source's content: a file's sha256, or a hub id + split."""
+    raw = src.model_dump(mode="json", exclude_none=True)
+    if src.path:
+        from blindspot.data.readers import resolve_path
+
+        raw["sha256"] = file_fingerprint(resolve_path(src.path))
+        raw.pop("path")  # the same bytes at another path are the same data
+    return raw
+
+
+def _model_spec(cfg: ExperimentConfig) -> dict:
+    return {"model": cfg.model, "device": cfg.device, "dtype": cfg.dtype, "quantize": cfg.quantize}
+
+
+def build_plan(cfg: ExperimentConfig) -> Plan:
+    """Expand a config into stage specs (nothing runs; data files are hashed)."""
+    d = cfg.data
+    prepare = StageSpec("prepare", {
+        "train": d.train.model_dump(mode="json"), "eval": {k: v.model_dump(mode="json") for k, v in d.eval.items()},
+        "clean": d.clean, "validation_per_label": d.validation_per_label, "split_seed": d.split_seed,
+        "content": {"train": _source_fingerprint(d.train),
+                    "eval": {k: _source_fingerprint(v) for k, v in d.eval.items()}},
+    }, label="prepare data")
+    # tiny-llama is built from the data (its tokenizer is trained on the pool): once per experiment.
+    model_inputs = {"prepare": prepare}
+    if cfg.model == "tiny-llama":
+        model_inputs["base"] = StageSpec("base", {"model": "tiny-llama", "vocab_size": 2048, "seed": 0, "pretrain_examples": 600, "epochs": 4, "max_length": 160}, {"prepare": prepare},
+                                         label="build tiny-llama")
+    classifier = cfg.classifier.model_dump(mode="json")
+    evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,
+                  "seed": d.eval_seed, "batch_size": cfg.evaluation.batch_size,
+                  "max_length": cfg.classifier.max_length, "device": cfg.device}
+    data_inputs: dict[str, StageSpec] = {"original": prepare}
+    audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
+    if cfg.needs_synthetic():
+        generator = StageSpec("generator", {**_model_spec(cfg), "generator": cfg.generator.model_dump(mode="json")},
+                              model_inputs, label="train generator")
+        generate = StageSpec("generate", {"generation": cfg.generation.model_dump(mode="json"), "sets": sorted(d.eval),
+                                          "device": cfg.device, "dtype": cfg.dtype},
+                             {"generator": generator, "prepare": prepare},
+                             label=f"generate {cfg.generation.per_label}/label")
+        data_inputs["synthetic"] = audit_inputs["synthetic"] = generate
+        for name in cfg.augment.sources:
+            if name not in ("original", "synthetic"):
+                data_inputs[name] = audit_inputs[name] = StageSpec(
+                    "filter", {"filter": name}, {"data": generate}, label=f"filter {name}")
+
+    stages: list[StageSpec] = [prepare]
+    plan = Plan(stages)
+    for seed in cfg.seeds:
+        for n in cfg.start_sizes:
+            start = StageSpec("start", {**_model_spec(cfg), "n": n, "seed": seed, "classifier": classifier},
+                              model_inputs, label=f"start n={n} seed={seed}")
+            _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
+            for source in cfg.augment.sources:
+                for m in cfg.augment.sizes:
+                    aug = StageSpec("augment", {
+                        **_model_spec(cfg), "source": source, "m": m, "seed": seed, "labels": list(MNLI_LABELS),
+                        "exclude_seen": cfg.augment.exclude_seen, "classifier": classifier},
+                        {"start": start, "data": data_inputs[source]},
+                        label=f"augment n={n} +{m} {source} seed={seed}")
+                    _add_condition(plan, aug, n, source, m, seed, evaluation, prepare)
+    if cfg.needs_synthetic():
+        plan.audit = StageSpec("audit", {"seed": d.split_seed}, audit_inputs, label="audit data")
+    targets = [c["eval"] for c in plan.conditions] + ([plan.audit] if plan.audit else [])
+    plan.stages = topological_order(targets)
+    return plan
+
+
+def _add_condition(plan: Plan, classifier: StageSpec, n, source: str, m: int, seed: int, evaluation: dict,
+                   prepare: StageSpec) -> None:
+    ev = StageSpec("evaluate", evaluation, {"classifier": classifier, "prepare": prepare},
+                   label=f"evaluate {classifier.label.split(' ', 1)[1]}")
+    plan.conditions.append({"start_size": n, "source": source, "aug_size": m, "seed": seed, "eval": ev})
+
+
+def _work(stage: StageSpec) -> str:
+    """A short estimate of a stage's work, in examples."""
+    s = stage.spec
+    return {"start": lambda: f"train {s['n']} examples", "augment": lambda: f"train {s['m']} examples",
+            "generator": lambda: f"train {s['generator']['train_size'] or 'all pool'} examples",
+            "generate": lambda: f"sample >= {s['generation']['per_label']} x 3 labels",
+            "evaluate": lambda: "predict " + (f"{s['per_label']}/label (3-way sets), " if s['per_label'] else "all, ")
+            + (f"{s['per_subcase']}/subcase (HANS)" if s['per_subcase'] else "all HANS"),
+            }.get(stage.stage, lambda: "")()
+
+
+def print_plan(plan: Plan, store: Path) -> int:
+    """Print every stage with its status; returns how many are left to run."""
+    todo = 0
+    print(f"{'stage':<44} {'status':<8} {'work':<44} directory")
+    for st in plan.stages:
+        done = st.done(store)
+        todo += not done
+        status = "cached" if done else ("partial" if st.path(store).exists() else "to run")
+        print(f"{st.label:<44} {status:<8} {_work(st):<44} {st.dirname}")
+    print(f"\n{len(plan.stages)} stages: {len(plan.stages) - todo} cached, {todo} to run")
+    return todo
+
+
+def execute(plan: Plan, store: Path) -> None:
+    """Run every stage that is not done, inputs first, in this process."""
+    from blindspot.stages import RUNNERS
+
+    todo = [s for s in plan.stages if not s.done(store)]
+    log.info("%d of %d stages to run (%d cached)", len(todo), len(plan.stages), len(plan.stages) - len(todo))
+    bar = tqdm(todo, desc="grid", unit="stage", position=0)
+    for st in bar:
+        bar.set_postfix_str(st.label)
+        out = write_spec(st, store)
+        t0 = time.time()
+        log.info("stage %s -> %s", st.label, out)
+        RUNNERS[st.stage](st.spec, out, {k: v.path(store) for k, v in st.inputs.items()})
+        atomic_write_json(out / "timing.json", {"label": st.label, "wall_s": round(time.time() - t0, 3)})
+        if not (out / DONE).exists():
+            mark_done(out)
+        log.info("stage %s done in %.1f s", st.label, time.time() - t0)
+
+
+def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path) -> Path:
+    """results/index.json, the results tables, audit.md, timings, and the report."""
+    from blindspot.report import write_report
+    from blindspot.results import ResultEntry, RunIndex, load_results, write_index, write_results
+
+    pool = json.loads((plan.stages[0].path(store) / "sets.json").read_text())["pool"]["n"]
+    entries = [ResultEntry(start_size=pool if c["start_size"] == "all" else c["start_size"], source=c["source"],
+                           aug_size=c["aug_size"], seed=c["seed"],
+                           eval_dir=os.path.relpath(c["eval"].path(store), run_dir))
+               for c in plan.conditions]
+    write_index(run_dir, RunIndex(name=cfg.name, config=cfg.model_dump(mode="json"), conditions=entries))
+    write_results(load_results(run_dir), run_dir)
+    if plan.audit is not None:
+        shutil.copyfile(plan.audit.path(store) / "audit.md", run_dir / "audit.md")
+    timings = [json.loads((s.path(store) / "timing.json").read_text()) if (s.path(store) / "timing.json").exists()
+               else {"label": s.label, "wall_s": None} for s in plan.stages]
+    atomic_write_json(run_dir / "results" / "timings.json", timings)
+    return write_report(run_dir)
+
+
+def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, store: str | Path | None = None,
+        overrides: list[str] | None = None, dry_run: bool = False) -> Path:
+    """Run (or, with dry_run, plan) an experiment; returns the run directory."""
+    cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
+    run_dir = Path(out) if out else Path("runs") / cfg.name
+    store = Path(store) if store else run_dir / "stages"
+    plan = build_plan(cfg)
+    if dry_run:
+        print_plan(plan, store)
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
+    t0 = time.time()
+    execute(plan, store)
+    report = write_outputs(cfg, plan, run_dir, store)
+    log.info("run %s finished in %.1f s; report: %s", cfg.name, time.time() - t0, report / "report.html")
+    return run_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML (see configs/)")
+    parser.add_argument("--out", help="run directory (default runs/<name>)")
+    parser.add_argument("--store", help="stage store shared between runs (default RUN/stages)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set seeds=[0,1] --set generation.per_label=200")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (cached / to run) and exit")
+
+
+def main(args: argparse.Namespace) -> int:
+    run_dir = run(args.config, args.out, args.store, args.overrides, args.dry_run)
+    if not args.dry_run:
+        print(f"report: {run_dir / 'report' / 'report.html'}\nresults: {run_dir / 'results' / 'results.csv'}")
+    return 0
