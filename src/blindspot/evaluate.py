@@ -369,7 +369,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an evaluation set: NAME=SOURCE as accepted by load_source (a file path or "
                              "hub:ID[:SPLIT]); repeat for several sets")
     parser.add_argument("--out", required=True, help="output directory (metrics.json, predictions/, meta.json, DONE)")
-    parser.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="most examples per forward pass (long examples run in smaller batches)")
     parser.add_argument("--per-subcase", type=int, default=None,
                         help="quick run: evaluate only K examples per HANS subcase (seeded)")
     parser.add_argument("--per-label", type=int, default=None,
