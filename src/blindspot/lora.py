@@ -105,8 +105,8 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     """AdamW + warmup/cosine schedule + clipping + accumulation over batches of `model(**batch).loss`.
 
     `batches` is a list of dicts of tensors (reused every epoch) or a function epoch -> list.
-    Only parameters with requires_grad are optimised. On CUDA with a bf16 model the forward pass
-    runs under bf16 autocast (trainable weights stay fp32).
+    Only parameters with requires_grad are optimised. On CUDA with a bf16 or 4-bit model the
+    forward pass runs under bf16 autocast (trainable weights stay fp32).
     """
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -118,7 +118,8 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     assert params, "fit: the model has no trainable parameters"
     opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(optim.warmup_ratio * total), total)
-    autocast = device.type == "cuda" and any(p.dtype == torch.bfloat16 for p in model.parameters())
+    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported() and (getattr(model, "is_loaded_in_4bit", False)
+                                          or any(p.dtype == torch.bfloat16 for p in model.parameters()))
     model.train()
     rows: list[dict] = []
     step, seen, window, t0 = 0, 0, [], time.time()

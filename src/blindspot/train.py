@@ -222,6 +222,11 @@ def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifi
     tokenizer = load_tokenizer(path)
     base = load_base_model(base_path, "classification", len(info["labels"]), dev, dt, quantize,
                            pad_token_id=tokenizer.pad_token_id)
+    if trainable and quantize == "4bit":  # continuing QLoRA training
+        from peft import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=info["lora"].get(
+            "gradient_checkpointing", True))
     base.config.id2label = dict(enumerate(info["labels"]))
     base.config.label2id = {lab: i for i, lab in enumerate(info["labels"])}
     try:
