@@ -118,7 +118,8 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     assert params, "fit: the model has no trainable parameters"
     opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(optim.warmup_ratio * total), total)
-    low_precision = getattr(model, "is_loaded_in_4bit", False) or any(p.dtype == torch.bfloat16 for p in model.parameters())
+    low_precision = (getattr(model, "is_loaded_in_4bit", False)
+                     or any(p.dtype == torch.bfloat16 for p in model.parameters()))
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported() and low_precision
     model.train()
     rows: list[dict] = []
