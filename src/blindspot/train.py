@@ -253,12 +253,18 @@ def load_classifier(path: str | Path, device: str | torch.device = "auto", dtype
 
 # --- command line -----------------------------------------------------------------------------
 
-def load_training_examples(data: str, n: int | None, seed: int, labels: tuple[str, ...]) -> list[NLIExample]:
-    """Read a data source (path or hub:ID, see blindspot.data.sources); n sampled with the seed (None = all)."""
-    from blindspot.data.cleaning import sample_examples
+def load_training_examples(data: str, n: int | None, seed: int, labels: tuple[str, ...],
+                           pool_per_label: int | None = None) -> list[NLIExample]:
+    """Read a data source (path or hub:ID, see blindspot.data.sources); n sampled with the seed (None = all).
+
+    With `pool_per_label`, sample from the training pool as the grid does: the paper's cleaning,
+    then `pool_per_label` examples per label held out for validation (split seed 0).
+    """
+    from blindspot.data.cleaning import clean_mnli, sample_examples, split_validation
     from blindspot.data.sources import load_source
 
-    examples = load_source(data).examples
+    examples = load_source(data).examples if pool_per_label is None else \
+        split_validation(clean_mnli(load_source(data))[0], pool_per_label, 0)[1].examples
     bad = next((e for e in examples if e.label not in labels), None)
     if bad is not None:
         raise DataError(f"{data}: example {bad.id} has label {bad.label!r} (expected one of {', '.join(labels)})")
@@ -268,14 +274,16 @@ def load_training_examples(data: str, n: int | None, seed: int, labels: tuple[st
 
 
 def train_classifier_from_source(spec: ClassifierSpec, data: str | None, n: int | None, out_dir: str | Path,
-                                 sample_seed: int | None = None, cache_dir: str | Path | None = None) -> Path:
+                                 sample_seed: int | None = None, cache_dir: str | Path | None = None,
+                                 pool_per_label: int | None = None) -> Path:
     """Sample n examples from `data` (n = 0: untrained) and train a classifier on them."""
     if n == 0:
         return train_classifier(spec, [], out_dir, cache_dir)
     if data is None:
         raise ConfigError("--data: a training data source is needed unless --n 0")
     seed = spec.seed if sample_seed is None else sample_seed
-    return train_classifier(spec, load_training_examples(data, n, seed, spec.labels), out_dir, cache_dir)
+    examples = load_training_examples(data, n, seed, spec.labels, pool_per_label)
+    return train_classifier(spec, examples, out_dir, cache_dir)
 
 
 # CLI option -> the ClassifierSpec field it overrides (section, field); section None = top level
@@ -284,7 +292,7 @@ _OVERRIDES = {**{k: (None, k) for k in ("model", "init_from", "template", "seed"
               **{k: ("optim", k) for k in ("lr", "batch_size", "grad_accum", "epochs", "warmup_ratio",
                                            "weight_decay", "max_grad_norm")},
               **{f"lora_{k}": ("lora", k) for k in ("r", "alpha", "dropout")}}
-_JOB_KEYS = ("data", "n", "sample_seed", "out", "cache_dir")  # YAML keys that are not spec fields
+_JOB_KEYS = ("data", "n", "sample_seed", "out", "cache_dir", "pool_per_label")  # YAML keys that are not spec fields
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -297,6 +305,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--data", help="training data: a file path or hub:ID[:SPLIT] (see blindspot.data.sources)")
     a("--n", type=int, help="number of training examples sampled from --data (0 = untrained; default all)")
     a("--sample-seed", type=int, help="seed of the sample of --n examples (default: --seed)")
+    a("--pool", type=int, metavar="K", dest="pool_per_label",
+      help="sample from the training pool as `blindspot run` does: clean --data as the paper, hold out K per "
+      "label for validation (e.g. 250), sample --n from the rest")
     a("--out", help="output classifier directory (required here or in --config)")
     a("--cache-dir", help="where converted models are cached (default $BLINDSPOT_CACHE or ~/.cache/blindspot)")
     for opt, (section, key) in _OVERRIDES.items():  # the spec's own field descriptions are the help
@@ -336,6 +347,7 @@ def spec_from_args(args: argparse.Namespace) -> tuple[ClassifierSpec, dict]:
 
 def main(args: argparse.Namespace) -> int:
     spec, job = spec_from_args(args)
-    out = train_classifier_from_source(spec, job["data"], job["n"], job["out"], job["sample_seed"], job["cache_dir"])
+    out = train_classifier_from_source(spec, job["data"], job["n"], job["out"], job["sample_seed"], job["cache_dir"],
+                                       job["pool_per_label"])
     print(out)
     return 0

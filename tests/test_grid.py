@@ -1,0 +1,124 @@
+"""The grid end to end: configs/smoke.yaml on tiny-llama with the real data in ../shared/data.
+
+One full run (module fixture), then: a rerun does no work; --dry-run says everything is cached;
+a run killed mid-grid resumes to the same results table; a changed value reruns only what
+depends on it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from blindspot.config import load_config
+from blindspot.grid import build_plan, print_plan, run
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_env():
+    root = Path(os.environ.get("BLINDSPOT_DATA", REPO.parent / "shared" / "data"))
+    if not (root / "mnli-subset").is_dir():
+        pytest.skip(f"real data not found at {root} (set BLINDSPOT_DATA)")
+    old = os.environ.get("BLINDSPOT_DATA")
+    os.environ["BLINDSPOT_DATA"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("BLINDSPOT_DATA", None)
+    else:
+        os.environ["BLINDSPOT_DATA"] = old
+
+
+@pytest.fixture(scope="module")
+def smoke_run(data_env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    t0 = time.time()
+    run(SMOKE, out=out)
+    return out, time.time() - t0
+
+
+def _stage_dirs(run_dir: Path) -> dict[str, float]:
+    return {p.name: (p / "DONE").stat().st_mtime for p in (run_dir / "stages").iterdir() if (p / "DONE").exists()}
+
+
+def test_smoke_grid_writes_results_and_report(smoke_run):
+    out, _ = smoke_run
+    df = pd.read_csv(out / "results" / "results.csv")
+    cfg = load_config(SMOKE)
+    conditions = len(cfg.start_sizes) * (1 + len(cfg.augment.sources) * len(cfg.augment.sizes))
+    assert df.groupby(["start_size", "source", "aug_size", "seed"]).ngroups == conditions
+    assert set(df["eval_set"]) == set(cfg.data.eval)
+    blind = df[(df.eval_set == "hans") & (df.slice == "heuristic=lexical_overlap,label=non-entailment")]
+    assert len(blind) == conditions and (blind["n"] == 5 * cfg.data.eval_per_subcase).all()
+    assert ((df.ci_low <= df.accuracy) & (df.accuracy <= df.ci_high)).all()
+    for name in ("figure_main.png", "figure_heuristics.png", "report.md", "report.html", "DONE"):
+        assert (out / "report" / name).is_file(), name
+    assert (out / "report" / "figure_main.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "biased-lexical-overlap" in (out / "audit.md").read_text()
+
+
+def test_rerun_does_no_work_and_dry_run_says_cached(smoke_run, capsys):
+    out, first_seconds = smoke_run
+    before = _stage_dirs(out)
+    t0 = time.time()
+    run(SMOKE, out=out)
+    assert _stage_dirs(out) == before  # no stage rewritten
+    assert time.time() - t0 < first_seconds
+    plan = build_plan(load_config(SMOKE))
+    assert print_plan(plan, out / "stages") == 0
+    assert "0 to run" in capsys.readouterr().out
+
+
+def test_changed_value_reruns_only_dependants(data_env):
+    base = build_plan(load_config(SMOKE))
+    names = lambda plan: {s.dirname for s in plan.stages}  # noqa: E731
+    kinds = lambda dirnames: sorted({d.rsplit("-", 1)[0] for d in dirnames})  # noqa: E731
+
+    more = build_plan(load_config(SMOKE, ["augment.sizes=[6,12,18]"]))
+    assert kinds(names(more) - names(base)) == ["augment", "evaluate"]
+    assert names(base) <= names(more)
+
+    lr = build_plan(load_config(SMOKE, ["classifier.optim.lr=0.001"]))
+    assert kinds(names(lr) - names(base)) == ["augment", "evaluate", "start"]
+    unchanged = {d.rsplit("-", 1)[0] for d in names(base) & names(lr)}
+    assert unchanged == {"prepare", "base", "generator", "generate", "filter", "audit"}
+
+    gen = build_plan(load_config(SMOKE, ["generation.temperature=0.5"]))
+    assert kinds(names(gen) - names(base)) == ["audit", "augment", "evaluate", "filter", "generate"]
+
+
+def test_killed_run_resumes_to_the_same_results(smoke_run, tmp_path):
+    out, _ = smoke_run
+    resumed = tmp_path / "resumed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "blindspot.cli", "run", str(SMOKE), "--out", str(resumed)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    # Kill it once a few stages are done, in the middle of the grid.
+    while time.time() < deadline and proc.poll() is None:
+        stages = resumed / "stages"
+        if stages.is_dir() and sum((p / "DONE").exists() for p in stages.iterdir()) >= 6:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (resumed / "results" / "results.csv").exists()
+    done_before = _stage_dirs(resumed)
+    run(SMOKE, out=resumed)
+    assert {k: v for k, v in _stage_dirs(resumed).items() if k in done_before} == done_before  # not redone
+    cols = ["start_size", "source", "aug_size", "seed", "eval_set", "slice", "correct", "n"]
+    a = pd.read_csv(out / "results" / "results.csv")[cols].sort_values(cols).reset_index(drop=True)
+    b = pd.read_csv(resumed / "results" / "results.csv")[cols].sort_values(cols).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
