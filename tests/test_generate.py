@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import os
 import signal
 import subprocess
@@ -142,7 +143,7 @@ def test_leaked_pairs_are_dropped_and_reported_or_kept(gen, tmp_path):
 
 def test_too_few_valid_examples_is_a_clear_error(gen, tmp_path):
     gen_dir, _, g = gen
-    with pytest.raises(BlindspotError, match="too few valid examples after 20 attempts"):
+    with pytest.raises(BlindspotError, match=r"too few valid examples after 2x as many attempts \(\{.entailment.: .0 of 10."):
         generate(_spec(gen_dir, max_new_tokens=3, max_attempts_factor=2), tmp_path / "out", generator=g)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert not report["complete"] and report["rejected"] == {"no_marker": 60}
@@ -167,3 +168,13 @@ def test_cli_rejects_bad_options(gen, tmp_path, capsys):
     rc = main(["generate", "--generator", str(tmp_path / "missing"), "--out", str(tmp_path / "o2"),
                "--n-per-label", "5"])
     assert rc == 2 and "no such generator directory" in capsys.readouterr().err
+
+
+def test_counts_per_label(gen, tmp_path):
+    gen_dir, _, g = gen
+    generate(_spec(gen_dir, n_per_label={"entailment": 3, "neutral": 1, "contradiction": 2}), tmp_path / "out",
+             generator=g)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "synthetic.jsonl").read_text().splitlines()]
+    assert Counter(r["label"] for r in rows) == {"entailment": 3, "neutral": 1, "contradiction": 2}
+    with pytest.raises(ConfigError, match="no count for label 'neutral'"):
+        generate(_spec(gen_dir, n_per_label={"entailment": 3}), tmp_path / "out2", generator=g)

@@ -7,8 +7,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from blindspot.generate import StopRule, batch_seed, decode_batch, encode_prompt, sample_next
+from blindspot.generate import batch_seed
 from blindspot.parsing import GenerationTemplate
+from blindspot.sampling import StopRule, decode_batch, encode_prompt, sample_next
 
 T = GenerationTemplate()
 
@@ -109,3 +110,12 @@ def test_top_k_and_top_p_restrict_the_choice():
     assert set(sample_next(logits, 1.0, 0, 0.5, g).tolist()) == {0}  # p(token 0) = 0.71 >= 0.5
     assert sample_next(logits, 0.0, 0, 1.0, None).tolist() == [0] * 200
     assert len(set(sample_next(logits, 5.0, 0, 1.0, g).tolist())) == 5
+
+
+def test_doomed_rows_are_abandoned_early(tiny):
+    model, tok = tiny
+    stop = StopRule.build(tok, T.end_marker, model.config.vocab_size, doomed=lambda text: len(text) > 0)
+    rows, computed = decode_batch(model, encode_prompt(model, _prompt(tok)), 5, stop, max_new_tokens=30,
+                                  temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert all(len(r) <= stop.check_every for r in rows)
+    assert computed <= 5 * (stop.check_every - 1)

@@ -110,3 +110,20 @@ def test_pair_filter_dedups_and_drops_leaks():
     assert f.offer("Something.", "the doctor saw the lawyer.") == ("leak_hypothesis", "leak_hypothesis")
     kept = PairFilter(leak, keep_leaked=True)
     assert kept.offer("The doctor saw the lawyer.", "The lawyer saw the doctor.") == (None, "leak_pair")
+
+
+@pytest.mark.parametrize("text,reason", [
+    (" Premise: a b c Hypothesis: d e", None),  # may still end well
+    (" Premise: a Hypothesis: b This is an example where the relationship between the premise and the "
+     "hypothesis is neutral.", "label_mismatch"),
+    (" Premise: a Hypothesis: b This is an example where the relationship between the premise and the "
+     "hypothesis is entailment.", "restated_prefix"),
+    (" Premise: a Hypothesis: b Premise: c", "repeated_field"),
+    (" Premise: " + "x" * 3000, "too_long"),
+])
+def test_doomed_unfinished_text_is_rejected_whatever_follows(text, reason):
+    from blindspot.parsing import doomed_reason
+
+    assert doomed_reason(text, "entailment") == reason
+    if reason is not None:  # however it ends, the full parse rejects it
+        assert not parse_generation(text + " more. -- This is the end of the example.", "entailment").ok

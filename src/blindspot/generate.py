@@ -26,16 +26,16 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from tqdm import tqdm
 
 from blindspot.errors import BlindspotError, ConfigError
-from blindspot.parsing import LeakageIndex, PairFilter, parse_generation
+from blindspot.parsing import LeakageIndex, PairFilter, doomed_reason, parse_generation
 from blindspot.runmeta import run_metadata
+from blindspot.sampling import StopRule, decode_batch, encode_prompt
 from blindspot.storage import atomic_write_json, atomic_write_text, is_done, mark_done
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ class GenerateSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     generator: str = Field(description="Directory of a trained generator (blindspot train-generator).")
-    n_per_label: int = Field(gt=0, description="Valid records wanted per label.")
+    n_per_label: int | dict[str, int] = Field(description="Valid records wanted per label: one number, or "
+                                              "label -> number (e.g. more entailment for a lexical-overlap filter).")
     labels: tuple[str, ...] | None = Field(None, description="Labels to condition on; None = the generator's labels.")
     batch_size: int = Field(32, gt=0, description="Rows sampled together per batch.")
     temperature: float = Field(1.0, ge=0, description="Softmax temperature; 0 = greedy decoding.")
@@ -62,120 +63,27 @@ class GenerateSpec(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps.")
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16.")
 
+    @field_validator("n_per_label")
+    @classmethod
+    def _positive(cls, v):
+        counts = v.values() if isinstance(v, dict) else [v]
+        if not counts or any(c < 1 for c in counts):
+            raise ValueError(f"must be >= 1 (per label), got {v}")
+        return v
+
+    def wanted(self, label: str) -> int:
+        """Valid records wanted for `label`."""
+        if isinstance(self.n_per_label, int):
+            return self.n_per_label
+        if label not in self.n_per_label:
+            raise ConfigError(f"n_per_label: no count for label {label!r} (given for {', '.join(self.n_per_label)})")
+        return self.n_per_label[label]
+
 
 def batch_seed(seed: int, label: str, batch: int) -> int:
     """The seed of one batch: a stable hash of (seed, label, batch index), 63 bits."""
     digest = hashlib.sha256(f"{seed}\x1f{label}\x1f{batch}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
-
-
-# ---------------------------------------------------------------- decoding
-
-
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row of `logits` [B, V]: greedy if temperature is 0, else top-k / top-p sampling."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest set whose mass reaches top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-@dataclass
-class StopRule:
-    """When a row is finished: it wrote the end marker's text, or an EOS token."""
-
-    marker: str
-    eos_ids: frozenset[int]
-    maybe_end: torch.Tensor  # [V] bool: tokens whose text contains the marker's last character
-    tail: int  # how many trailing tokens to decode when checking for the marker
-    tokenizer: object
-
-    @classmethod
-    def build(cls, tokenizer, marker: str, vocab_size: int) -> "StopRule":
-        """Precompute which tokens can end the marker, so most steps decode nothing."""
-        marker = marker.strip()
-        last = marker[-1]
-        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        maybe = torch.zeros(max(vocab_size, len(pieces)), dtype=torch.bool)
-        for i, piece in enumerate(pieces):
-            maybe[i] = piece is not None and (last in piece or not piece.isprintable())
-        eos = tokenizer.eos_token_id
-        eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
-        n_marker = len(tokenizer(marker, add_special_tokens=False)["input_ids"])
-        return cls(marker, eos_ids, maybe, n_marker + 4, tokenizer)
-
-    def finished(self, tokens: list[int]) -> bool:
-        """Whether the row whose generated tokens are `tokens` has stopped."""
-        t = tokens[-1]
-        if t in self.eos_ids:
-            return True
-        if not self.maybe_end[t]:
-            return False
-        return self.marker in self.tokenizer.decode(tokens[-self.tail:], skip_special_tokens=True)
-
-
-@dataclass
-class PromptCache:
-    """The key/value cache and next-token logits of one prompt (batch 1), computed once."""
-
-    ids: list[int]
-    layers: list[tuple[torch.Tensor, torch.Tensor]]
-    logits: torch.Tensor  # [1, V]
-
-
-@torch.inference_mode()
-def encode_prompt(model, prompt_ids: list[int]) -> PromptCache:
-    """Run the prompt through the model once and keep its cache."""
-    device = next(model.parameters()).device
-    out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    layers = [(layer.keys, layer.values) for layer in cache.layers]
-    return PromptCache(list(prompt_ids), layers, out.logits[:, -1, :])
-
-
-@torch.inference_mode()
-def decode_batch(model, prompt: PromptCache, n_rows: int, stop: StopRule, *, max_new_tokens: int,
-                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None) -> tuple[list[list[int]], int]:
-    """Generate `n_rows` continuations of one prompt; returns (tokens per row, tokens computed).
-
-    Finished rows are removed from the batch and from the KV cache at every step.
-    """
-    from transformers import DynamicCache
-
-    cache = DynamicCache(ddp_cache_data=[(k.expand(n_rows, -1, -1, -1), v.expand(n_rows, -1, -1, -1))
-                                         for k, v in prompt.layers])
-    out: list[list[int]] = [[] for _ in range(n_rows)]
-    active = list(range(n_rows))  # row number of each batch position
-    logits = prompt.logits.expand(n_rows, -1)
-    computed = 0
-    for step in range(max_new_tokens):
-        next_ids = sample_next(logits, temperature, top_k, top_p, generator)
-        keep = []
-        for pos, (row, tok) in enumerate(zip(active, next_ids.tolist())):
-            out[row].append(tok)
-            if not stop.finished(out[row]):
-                keep.append(pos)
-        if not keep or step == max_new_tokens - 1:
-            break
-        if len(keep) < len(active):
-            index = torch.tensor(keep, device=next_ids.device)
-            cache.batch_select_indices(index)
-            next_ids = next_ids[index]
-            active = [active[p] for p in keep]
-        logits = model(input_ids=next_ids[:, None], past_key_values=cache, use_cache=True).logits[:, -1, :]
-        computed += len(active)
-    return out, computed
 
 
 # ---------------------------------------------------------------- output files and resumption
@@ -256,6 +164,8 @@ def _parse_batch(gen, label: str, batch: int, seed: int, rows: list[list[int]], 
         text = gen.tokenizer.decode(tokens, skip_special_tokens=True)
         parsed = parse_generation(text, label, gen.template, spec.max_chars)
         reason = parsed.reason
+        if reason == "no_marker":  # stopped early as doomed: say why
+            reason = doomed_reason(text, label, gen.template, spec.max_chars) or reason
         if parsed.ok:
             reason, _ = pairs.offer(parsed.premise, parsed.hypothesis)
         base = {"label": label, "batch": batch, "row": r, "seed": seed}
@@ -287,7 +197,7 @@ def _report(spec: GenerateSpec, labels, progress: dict, records: list[dict], rej
     parse_failures = sum(v for k, v in reasons.items() if k not in ("duplicate", "leak_pair", "leak_hypothesis"))
     return {
         "n_per_label": spec.n_per_label, "labels": per_label,
-        "complete": all(v["valid"] == spec.n_per_label for v in per_label.values()),
+        "complete": all(v["valid"] == spec.wanted(lab) for lab, v in per_label.items()),
         "attempts": attempts, "valid": len(records), "rejected": dict(sorted(reasons.items())),
         "parse_failure_rate": parse_failures / attempts if attempts else 0.0,
         "duplicates": reasons.get("duplicate", 0),
@@ -316,22 +226,24 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
                  ", ".join(f"{lab}: {sum(r['label'] == lab for r in records)}" for lab in labels),
                  sum(p["batches"] for p in progress.values()))
     pairs = PairFilter(leakage, spec.keep_leaked, seen={(r["premise"], r["hypothesis"]) for r in records})
-    stop = StopRule.build(gen.tokenizer, gen.template.end_marker, gen.model.config.vocab_size)
-    cap = math.ceil(spec.max_attempts_factor * spec.n_per_label)
+    stop = StopRule.build(gen.tokenizer, gen.template.end_marker, gen.model.config.vocab_size,
+                          doomed=lambda text: doomed_reason(text, "", gen.template, spec.max_chars) is not None)
     started, computed, new = time.perf_counter(), 0, 0
-    bar = tqdm(total=spec.n_per_label * len(labels), initial=len(records), desc="generate", unit="ex")
+    bar = tqdm(total=sum(spec.wanted(lab) for lab in labels), initial=len(records), desc="generate", unit="ex")
     for label in labels:
+        want = spec.wanted(label)
+        cap = math.ceil(spec.max_attempts_factor * want)
         have = sum(r["label"] == label for r in records)
-        if have >= spec.n_per_label or progress[label]["batches"] * spec.batch_size >= cap:
+        if have >= want or progress[label]["batches"] * spec.batch_size >= cap:
             continue
         prompt = encode_prompt(gen.model, gen.prompt_ids(label))
-        while have < spec.n_per_label and progress[label]["batches"] * spec.batch_size < cap:
+        while have < want and progress[label]["batches"] * spec.batch_size < cap:
             b = progress[label]["batches"]
             seed = batch_seed(spec.seed, label, b)
             rng = torch.Generator(device=gen.device).manual_seed(seed)
             rows, n_tok = decode_batch(gen.model, prompt, spec.batch_size, stop, max_new_tokens=spec.max_new_tokens,
                                        temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, generator=rng)
-            kept, rejected, surplus = _parse_batch(gen, label, b, seed, rows, spec, pairs, spec.n_per_label - have)
+            kept, rejected, surplus = _parse_batch(gen, label, b, seed, rows, spec, pairs, want - have)
             _append_jsonl(out / "rejects.jsonl", rejected)
             _append_jsonl(out / "synthetic.jsonl", kept)
             progress[label] = {"batches": b + 1, "surplus": progress[label]["surplus"] + surplus}
@@ -352,9 +264,11 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
         device=str(gen.device), dtype=str(gen.model.dtype), wall_s=wall, new_records=new,
         examples_per_s=new / wall if wall else None, decode_tokens_per_s=computed / wall if wall else None))
     if not report["complete"]:
-        short = {lab: v["valid"] for lab, v in report["labels"].items() if v["valid"] < spec.n_per_label}
-        raise BlindspotError(f"{out}: the generator produced too few valid examples after {cap} attempts per label "
-                             f"({short}, wanted {spec.n_per_label}); see {out / 'report.json'} and rejects.jsonl")
+        short = {lab: f"{v['valid']} of {spec.wanted(lab)}" for lab, v in report["labels"].items()
+                 if v["valid"] < spec.wanted(lab)}
+        raise BlindspotError(f"{out}: the generator produced too few valid examples after "
+                             f"{spec.max_attempts_factor:g}x as many attempts ({short}); see {out / 'report.json'} "
+                             "and rejects.jsonl")
     mark_done(out)
     return out
 
@@ -362,12 +276,23 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
 # ---------------------------------------------------------------- command line
 
 
+def per_label_counts(text: str) -> int | dict[str, int]:
+    """`500` or `entailment=2000,neutral=500,...` from the command line."""
+    try:
+        if "=" not in text:
+            return int(text)
+        return {k.strip(): int(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or LABEL=N,LABEL=N, got {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `blindspot generate`, one per GenerateSpec field."""
     d = GenerateSpec.model_fields
     parser.add_argument("--generator", required=True, help=d["generator"].description)
     parser.add_argument("--out", required=True, help="Output directory (resumed if it holds an unfinished run).")
-    parser.add_argument("--n-per-label", type=int, required=True, help=d["n_per_label"].description)
+    parser.add_argument("--n-per-label", type=per_label_counts, required=True, metavar="N|LABEL=N,...",
+                        help=d["n_per_label"].description + " E.g. 500, or entailment=2000,neutral=500,contradiction=500.")
     parser.add_argument("--labels", nargs="+", default=None, help=d["labels"].description)
     parser.add_argument("--eval-set", dest="eval_sets", action="append", default=[],
                         help=d["eval_sets"].description + " Repeatable.")

@@ -104,10 +104,8 @@ class Generator:
 
 
 def prompt_ids(tokenizer, template: GenerationTemplate, label: str) -> list[int]:
-    """Token ids of the prefix up to and including the label, with the tokenizer's BOS (if any)."""
-    ids = tokenizer(template.prompt(label), add_special_tokens=True)["input_ids"]
-    bos = tokenizer.bos_token_id
-    return ids if bos is None or (ids and ids[0] == bos) else [bos] + ids
+    """Token ids of the prefix up to and including the label, with the tokenizer's own special tokens."""
+    return list(tokenizer(template.prompt(label), add_special_tokens=True)["input_ids"])
 
 
 def encode_example(tokenizer, template: GenerationTemplate, e: NLIExample) -> tuple[list[int], list[int]]:

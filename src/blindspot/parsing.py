@@ -152,6 +152,23 @@ def parse_generation(text: str, label: str, template: GenerationTemplate = Gener
     return Parsed(values["premise"], values["hypothesis"], None)
 
 
+def doomed_reason(text: str, label: str, template: GenerationTemplate = GenerationTemplate(),
+                  max_chars: int = 2000) -> str | None:
+    """The reject reason of an unfinished generation (no marker yet) that no continuation can save.
+
+    Used to stop sampling a row early: text that is already too long, restates the prefix or
+    repeats a field label is rejected whatever comes next.
+    """
+    if len(text) > max_chars + len(template.end_marker):
+        return "too_long"
+    restated = _prefix_restatement(template, text)
+    if restated is not None:
+        return "restated_prefix" if restated == label else "label_mismatch"
+    if any(text.count(field_label) > 1 for field_label, _ in _field_labels(template.body)):
+        return "repeated_field"
+    return None
+
+
 def normalise(text: str) -> str:
     """Leakage-check form of a sentence: NFKC, whitespace runs collapsed to one space, casefolded."""
     return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
