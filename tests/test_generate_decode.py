@@ -119,3 +119,10 @@ def test_doomed_rows_are_abandoned_early(tiny):
                                   temperature=1.0, generator=torch.Generator().manual_seed(0))
     assert all(len(r) <= stop.check_every for r in rows)
     assert computed <= 5 * (stop.check_every - 1)
+
+
+def test_sampling_follows_the_distribution_and_never_picks_zero_mass():
+    probs = torch.tensor([[0.5, 0.3, 0.0, 0.2]])
+    draws = sample_next(probs.log().expand(100_000, -1), 1.0, 0, 1.0, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4).double() / 100_000
+    assert freq[2] == 0 and torch.allclose(freq, probs[0].double(), atol=0.01)

@@ -69,12 +69,10 @@ def test_smoke_grid_writes_results_and_report(smoke_run):
 
 
 def test_rerun_does_no_work_and_dry_run_says_cached(smoke_run, capsys):
-    out, first_seconds = smoke_run
+    out, _ = smoke_run
     before = _stage_dirs(out)
-    t0 = time.time()
     run(SMOKE, out=out)
-    assert _stage_dirs(out) == before  # no stage rewritten
-    assert time.time() - t0 < first_seconds
+    assert _stage_dirs(out) == before  # no stage rewritten (DONE markers untouched)
     plan = build_plan(load_config(SMOKE))
     assert print_plan(plan, out / "stages") == 0
     assert "0 to run" in capsys.readouterr().out

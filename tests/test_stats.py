@@ -72,3 +72,10 @@ def test_accuracy_row_fields():
     assert row["slice"] == "all" and row["correct"] == 8 and row["n"] == 10
     assert row["accuracy"] == 0.8
     assert math.isclose(row["ci_low"], 0.4902, abs_tol=1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 7, 12, 30, 49, 100, 1000])
+def test_wilson_interval_contains_the_estimate_at_the_extremes(n):
+    for correct in (0, n):
+        lo, hi = wilson_interval(correct, n)
+        assert lo <= correct / n <= hi

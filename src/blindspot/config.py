@@ -71,7 +71,9 @@ class GenerationConfig(BaseModel):
     """How synthetic examples are sampled from the generator."""
 
     model_config = FROZEN
-    per_label: int = Field(ge=1, description="Valid synthetic examples sampled per label (before filtering).")
+    per_label: int | dict[str, int] = Field(description="Valid synthetic examples sampled per label (before "
+                                            "filtering): one number, or label -> number (a lexical-overlap "
+                                            "filter keeps few entailment pairs, so ask for more of those).")
     batch_size: int = Field(32, ge=1, description="Rows sampled together.")
     temperature: float = Field(1.0, ge=0, description="Softmax temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass (1 = off).")
@@ -134,17 +136,29 @@ class ExperimentConfig(BaseModel):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     generation: GenerationConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    audit_filters: list[str] = Field(default_factory=list, description="Filters the data audit also shows "
+                                     "(those used as augmentation sources are always shown).")
 
     @model_validator(mode="after")
     def _checks(self) -> "ExperimentConfig":
         if any(isinstance(n, int) and n < 0 for n in self.start_sizes):
             raise ValueError(f"start_sizes must be >= 0 or 'all', got {self.start_sizes}")
+        from blindspot.filters import FILTERS
+
+        unknown = [f for f in self.audit_filters if f not in FILTERS]
+        if unknown:
+            raise ValueError(f"audit_filters: unknown filter(s) {unknown}; expected one of {sorted(FILTERS)}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         return self
 
     def needs_synthetic(self) -> bool:
-        return any(s != "original" for s in self.augment.sources)
+        return bool(self.audit_filters) or any(s != "original" for s in self.augment.sources)
+
+    def filters(self) -> list[str]:
+        """Every filter a stage applies: augmentation sources first, then audit-only ones."""
+        named = [s for s in self.augment.sources if s not in BASE_SOURCES] + self.audit_filters
+        return list(dict.fromkeys(named))
 
 
 def _field_path(loc: tuple) -> str:

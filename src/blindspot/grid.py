@@ -58,6 +58,13 @@ def _model_spec(cfg: ExperimentConfig) -> dict:
     return {"model": cfg.model, "device": cfg.device, "dtype": cfg.dtype, "quantize": cfg.quantize}
 
 
+def _per_label_text(per_label: int | dict[str, int]) -> str:
+    """'200/label' or '150 entailment, 40 neutral, 40 contradiction'."""
+    if isinstance(per_label, int):
+        return f"{per_label}/label"
+    return ", ".join(f"{n} {label}" for label, n in per_label.items())
+
+
 def build_plan(cfg: ExperimentConfig) -> Plan:
     """Expand a config into stage specs (nothing runs; data files are hashed)."""
     d = cfg.data
@@ -70,7 +77,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     # tiny-llama is built from the data (its tokenizer is trained on the pool): once per experiment.
     model_inputs = {"prepare": prepare}
     if cfg.model == "tiny-llama":
-        model_inputs["base"] = StageSpec("base", {"model": "tiny-llama", "vocab_size": 2048, "seed": 0, "pretrain_examples": 600, "epochs": 4, "max_length": 160}, {"prepare": prepare},
+        model_inputs["base"] = StageSpec("base", {"model": "tiny-llama", "vocab_size": 8000, "seed": 0, "pretrain_examples": 400, "epochs": 3, "max_length": 160}, {"prepare": prepare},
                                          label="build tiny-llama")
     classifier = cfg.classifier.model_dump(mode="json")
     evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,
@@ -84,12 +91,11 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
         generate = StageSpec("generate", {"generation": cfg.generation.model_dump(mode="json"), "sets": sorted(d.eval),
                                           "device": cfg.device, "dtype": cfg.dtype},
                              {"generator": generator, "prepare": prepare},
-                             label=f"generate {cfg.generation.per_label}/label")
+                             label=f"generate {_per_label_text(cfg.generation.per_label)}")
         data_inputs["synthetic"] = audit_inputs["synthetic"] = generate
-        for name in cfg.augment.sources:
-            if name not in ("original", "synthetic"):
-                data_inputs[name] = audit_inputs[name] = StageSpec(
-                    "filter", {"filter": name}, {"data": generate}, label=f"filter {name}")
+        for name in cfg.filters():
+            data_inputs[name] = audit_inputs[name] = StageSpec(
+                "filter", {"filter": name}, {"data": generate}, label=f"filter {name}")
 
     stages: list[StageSpec] = [prepare]
     plan = Plan(stages)
@@ -125,7 +131,7 @@ def _work(stage: StageSpec) -> str:
     s = stage.spec
     return {"start": lambda: f"train {s['n']} examples", "augment": lambda: f"train {s['m']} examples",
             "generator": lambda: f"train {s['generator']['train_size'] or 'all pool'} examples",
-            "generate": lambda: f"sample >= {s['generation']['per_label']} x 3 labels",
+            "generate": lambda: f"sample {_per_label_text(s['generation']['per_label'])} valid examples",
             "evaluate": lambda: "predict " + (f"{s['per_label']}/label (3-way sets), " if s['per_label'] else "all, ")
             + (f"{s['per_subcase']}/subcase (HANS)" if s['per_subcase'] else "all HANS"),
             }.get(stage.stage, lambda: "")()

@@ -93,7 +93,8 @@ def _series(agg: pd.DataFrame, start: int, source: str, eval_set: str, slice_nam
 
 def _errorbar(ax, s: pd.DataFrame, x, colour: str, marker: str, **kw) -> None:
     """Markers with 95 % interval bars, no connecting line."""
-    ax.errorbar(x, s["accuracy"], yerr=[s["accuracy"] - s["ci_low"], s["ci_high"] - s["accuracy"]],
+    below, above = (s["accuracy"] - s["ci_low"]).clip(lower=0), (s["ci_high"] - s["accuracy"]).clip(lower=0)
+    ax.errorbar(x, s["accuracy"], yerr=[below, above],
                 color=colour, linestyle="none", marker=marker, markersize=4, capsize=2, elinewidth=0.8, **kw)
 
 
