@@ -77,18 +77,23 @@ def test_prefix_cache_equals_full_sequence(template, batch_size):
     assert not np.allclose(got[0], got[1])  # the examples really differ
 
 
-def test_prefix_cache_equals_full_sequence_with_lora():
+def with_random_lora(model):
+    """`model` wrapped in a LoRA adapter whose B matrices are random (B starts at zero: make it matter)."""
     from peft import LoraConfig, get_peft_model
 
-    model, tok = tiny_classifier()
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                       modules_to_save=["score"], task_type="SEQ_CLS")
     peft_model = get_peft_model(model, lora)
-    with torch.no_grad():  # LoRA B starts at zero: make the adapter matter
+    with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    peft_model.eval()
+    return peft_model.eval()
+
+
+def test_prefix_cache_equals_full_sequence_with_lora():
+    model, tok = tiny_classifier()
+    peft_model = with_random_lora(model)
     ref = full_sequence_proba(peft_model, tok, "paper", PAIRS)
     got = predict_proba(peft_model, tok, "paper", examples_of(PAIRS, ["neutral"] * len(PAIRS)), batch_size=4)
     np.testing.assert_allclose(got, ref, atol=1e-5)
