@@ -7,6 +7,7 @@ depends on it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 
 from blindspot.config import load_config
+from blindspot.errors import BlindspotError
 from blindspot.grid import build_plan, print_plan, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,3 +122,21 @@ def test_killed_run_resumes_to_the_same_results(smoke_run, tmp_path):
     a = pd.read_csv(out / "results" / "results.csv")[cols].sort_values(cols).reset_index(drop=True)
     b = pd.read_csv(resumed / "results" / "results.csv")[cols].sort_values(cols).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_failing_stage_skips_its_dependants_and_the_rest_still_runs(smoke_run, tmp_path):
+    out, _ = smoke_run
+    # tiny-llama writes no entailment pair with full lexical overlap, so augmenting from the
+    # biased source cannot be label balanced: those stages fail; everything else is cached.
+    run_dir = tmp_path / "partial"
+    with pytest.raises(BlindspotError) as e:
+        run(SMOKE, out=run_dir, store=out / "stages",
+            overrides=["augment.sources=[original, biased-lexical-overlap]"])
+    msg = str(e.value)
+    assert "4 stage(s) failed and 4 were skipped" in msg and "labelled 'entailment'" in msg
+    index = json.loads((run_dir / "results" / "index.json").read_text())
+    assert len(index["conditions"]) == 2 + 4  # two starting points, original +6 / +12 from each
+    assert len(index["missing"]) == 4 and all("biased-lexical-overlap" in m for m in index["missing"])
+    assert "Incomplete run" in (run_dir / "report" / "report.md").read_text()
+    df = pd.read_csv(run_dir / "results" / "results.csv")
+    assert set(df["source"]) == {"start", "original"}

@@ -69,6 +69,16 @@ def _split_command(argv: list[str], commands: dict) -> tuple[str | None, list[st
     return None, argv
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one to show (not None, not already in the help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, [], argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = 0
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_line = commands[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"blindspot {name}", description=help_line,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=_DefaultsFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     setup_logging(verbose)

@@ -1,6 +1,6 @@
 """Filters that keep the pairs on which a HANS heuristic always (or never) works.
 
-    blindspot filter runs/synthetic/examples.jsonl --filter biased-lexical-overlap --out runs/biased
+    blindspot filter runs/synthetic/synthetic.jsonl --filter biased-lexical-overlap --out runs/biased
     blindspot filter synthetic.jsonl --filter anti-biased-subsequence --out runs/anti --keep-dropped
 
 A *biased* filter is the paper's (Zhang & Pavlick 2025, section 3): keep entailment pairs that

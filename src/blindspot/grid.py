@@ -29,6 +29,7 @@ from blindspot.artifacts import StageSpec, file_fingerprint, topological_order, 
 from blindspot.config import ExperimentConfig, load_config
 from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource
+from blindspot.errors import BlindspotError
 from blindspot.storage import DONE, atomic_write_json, atomic_write_text, mark_done
 
 log = logging.getLogger(__name__)
@@ -150,23 +151,40 @@ def print_plan(plan: Plan, store: Path) -> int:
     return todo
 
 
-def execute(plan: Plan, store: Path) -> None:
-    """Run every stage that is not done, inputs first, in this process."""
+def execute(plan: Plan, store: Path) -> dict[str, str]:
+    """Run every stage that is not done, inputs first, in this process; returns failures.
+
+    A stage that fails with a BlindspotError (bad data, too few synthetic examples, ...) is
+    logged and left without DONE; the stages that need it are skipped and everything else
+    still runs. Returns {stage label: reason} of what failed or was skipped.
+    """
     from blindspot.stages import RUNNERS
 
     todo = [s for s in plan.stages if not s.done(store)]
     log.info("%d of %d stages to run (%d cached)", len(todo), len(plan.stages), len(plan.stages) - len(todo))
+    failed: dict[str, str] = {}  # dirname -> reason
+    labels: dict[str, str] = {}
     bar = tqdm(todo, desc="grid", unit="stage", position=0)
     for st in bar:
+        bad = [v for v in st.inputs.values() if v.dirname in failed]
+        if bad:
+            failed[st.dirname], labels[st.dirname] = f"skipped: needs {bad[0].label}, which failed", st.label
+            continue
         bar.set_postfix_str(st.label)
         out = write_spec(st, store)
         t0 = time.time()
         log.info("stage %s -> %s", st.label, out)
-        RUNNERS[st.stage](st.spec, out, {k: v.path(store) for k, v in st.inputs.items()})
+        try:
+            RUNNERS[st.stage](st.spec, out, {k: v.path(store) for k, v in st.inputs.items()})
+        except BlindspotError as e:
+            failed[st.dirname], labels[st.dirname] = str(e), st.label
+            log.error("stage %s failed: %s", st.label, e)
+            continue
         atomic_write_json(out / "timing.json", {"label": st.label, "wall_s": round(time.time() - t0, 3)})
         if not (out / DONE).exists():
             mark_done(out)
         log.info("stage %s done in %.1f s", st.label, time.time() - t0)
+    return {labels[d]: reason for d, reason in failed.items()}
 
 
 def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path) -> Path:
@@ -175,13 +193,16 @@ def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path)
     from blindspot.results import ResultEntry, RunIndex, load_results, write_index, write_results
 
     pool = json.loads((plan.stages[0].path(store) / "sets.json").read_text())["pool"]["n"]
+    done = [c for c in plan.conditions if c["eval"].done(store)]
     entries = [ResultEntry(start_size=pool if c["start_size"] == "all" else c["start_size"], source=c["source"],
                            aug_size=c["aug_size"], seed=c["seed"],
                            eval_dir=os.path.relpath(c["eval"].path(store), run_dir))
-               for c in plan.conditions]
-    write_index(run_dir, RunIndex(name=cfg.name, config=cfg.model_dump(mode="json"), conditions=entries))
+               for c in done]
+    missing = [c["eval"].label.removeprefix("evaluate ") for c in plan.conditions if c not in done]
+    write_index(run_dir, RunIndex(name=cfg.name, config=cfg.model_dump(mode="json"), conditions=entries,
+                                  missing=missing))
     write_results(load_results(run_dir), run_dir)
-    if plan.audit is not None:
+    if plan.audit is not None and plan.audit.done(store):
         shutil.copyfile(plan.audit.path(store) / "audit.md", run_dir / "audit.md")
     timings = [json.loads((s.path(store) / "timing.json").read_text()) if (s.path(store) / "timing.json").exists()
                else {"label": s.label, "wall_s": None} for s in plan.stages]
@@ -202,10 +223,23 @@ def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, st
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
     t0 = time.time()
-    execute(plan, store)
+    failures = execute(plan, store)
+    if not plan.stages[0].done(store) or not any(c["eval"].done(store) for c in plan.conditions):
+        raise BlindspotError(_failure_text(failures, "no condition finished, so there is no report"))
     report = write_outputs(cfg, plan, run_dir, store)
+    if failures:
+        raise BlindspotError(_failure_text(failures, f"the report in {report} covers only the conditions that "
+                                           "finished and lists the missing ones"))
     log.info("run %s finished in %.1f s; report: %s", cfg.name, time.time() - t0, report / "report.html")
     return run_dir
+
+
+def _failure_text(failures: dict[str, str], outcome: str) -> str:
+    """One line: how many stages failed, the first real failure, what is left, how to resume."""
+    first = next(((k, v) for k, v in failures.items() if not v.startswith("skipped")), next(iter(failures.items())))
+    skipped = sum(v.startswith("skipped") for v in failures.values())
+    return (f"{len(failures) - skipped} stage(s) failed and {skipped} were skipped; first: {first[0]}: {first[1]}; "
+            f"{outcome}; fix the cause and run again: finished stages are kept")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -326,6 +326,10 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
     _save_png(build_main_figure(df, general, challenge), out_dir / "figure_main.png")
     blocks: list[tuple] = [
         ("h1", f"blindspot report: {index.name if index else run_dir.name}"),
+        *([("h2", "Incomplete run"), ("p", f"{len(index.missing)} condition(s) of the grid did not finish and are "
+                                            "not in the tables or figures (see the run's log for why; rerun "
+                                            "`blindspot run` to resume): " + "; ".join(index.missing) + ".")]
+          if index and index.missing else []),
         ("h2", "The question"), ("p", QUESTION), ("p", _blindspot_text(challenge)),
         ("h2", "Main figure"), ("img", "figure_main.png", "accuracy against augmentation size"),
         ("p", "One panel per starting point; x = augmentation examples (0 = the starting point itself, black, "

@@ -55,6 +55,8 @@ class RunIndex(BaseModel):
     name: str = Field(description="Experiment name.")
     config: dict[str, Any] = Field(default_factory=dict, description="The experiment config as run (JSON).")
     conditions: list[ResultEntry] = Field(description="Every evaluated condition x seed.")
+    missing: list[str] = Field(default_factory=list, description="Conditions of the grid that did not finish "
+                               "(a stage failed or was skipped); the report lists them.")
 
 
 def write_index(run_dir: str | Path, index: RunIndex) -> Path:
