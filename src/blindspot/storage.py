@@ -11,12 +11,20 @@ from typing import Any, Iterable
 DONE = "DONE"
 
 
+def _default_mode() -> int:
+    """The permissions a plain open() would give a new file (0o666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, fsync it, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _default_mode())  # mkstemp makes 0600 files; others on a shared machine may read results
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
