@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from blindspot.batching import group_batches, share_groups
 from blindspot.evaluate import predict_proba

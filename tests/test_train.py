@@ -50,18 +50,18 @@ def base(tmp_path_factory):
 def trained(base, tmp_path_factory):
     """A classifier trained on 24 examples, and the logits of the in-memory model before saving."""
     captured = {}
-    original = train._save
+    original = train.save_adapter_dir
 
-    def spy(model, tokenizer, out_dir, info, rows, meta):
+    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
         captured["logits"] = logits(model, tokenizer, info["template"])
         captured["state"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-        original(model, tokenizer, out_dir, info, rows, meta)
+        original(model, tokenizer, out_dir, info_name, info, rows, meta)
 
-    train._save = spy
+    train.save_adapter_dir = spy
     try:
         out = train_classifier(spec_for(base), EXAMPLES, tmp_path_factory.mktemp("clf") / "start")
     finally:
-        train._save = original
+        train.save_adapter_dir = original
     return out, captured
 
 

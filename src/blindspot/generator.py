@@ -25,11 +25,8 @@ written last, `DONE`. The optimisation loop is blindspot.train.fit, shared with 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,16 +38,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
 from blindspot.lora import LoraSpec, add_lora
-from blindspot.models import base_fingerprint, detect_device, load_base_model, load_tokenizer, resolve_model
+from blindspot.models import (ADAPTER_FILES, base_identity, detect_device, load_base_model, load_tokenizer,
+                              read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.parsing import GenerationTemplate, check_template
 from blindspot.runmeta import run_metadata
-from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
+from blindspot.storage import is_done
 from blindspot.templates import END_MARKER, GENERATOR_BODY, GENERATOR_PREFIX
 from blindspot.train import OptimSpec, fit, load_training_examples
 
 log = logging.getLogger(__name__)
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 class GeneratorSpec(BaseModel):
@@ -176,7 +173,7 @@ def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_d
     torch.manual_seed(spec.seed)  # LoRA init, dropout
     texts = [template.full_text(e.label, e.premise, e.hypothesis) for e in examples]
     base_path = resolve_model(spec.model, cache_dir, texts=texts)
-    base = {"name": spec.model, "path": str(base_path.resolve()), "fingerprint": base_fingerprint(base_path)}
+    base = base_identity(spec.model, base_path)
     tokenizer = load_tokenizer(base_path)
     model = load_base_model(base_path, "causal-lm", device=device, dtype=dtype, quantize=spec.quantize,
                             pad_token_id=tokenizer.pad_token_id)
@@ -188,56 +185,13 @@ def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_d
                                     "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
                         train_seconds=result.seconds, train_examples_per_s=result.examples_per_s)
-    _save(model, tokenizer, out_dir, info, result.log, meta)
+    save_adapter_dir(model, tokenizer, out_dir, "generator.json", info, result.log, meta)
     return out_dir
-
-
-def _save(model, tokenizer, out_dir: Path, info: dict, log_rows: list[dict], meta: dict) -> None:
-    """Adapter and tokenizer, generator.json, train_log.jsonl, meta.json, then DONE."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        for name in ADAPTER_FILES:  # peft's README.md model card is not kept
-            shutil.move(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(out_dir)
-    atomic_write_json(out_dir / "generator.json", info)
-    atomic_write_jsonl(out_dir / "train_log.jsonl", log_rows)
-    atomic_write_json(out_dir / "meta.json", meta)
-    mark_done(out_dir)
-    log.info("saved generator to %s", out_dir)
 
 
 def _read_info(path: Path) -> dict:
     """generator.json, checked for the keys load_generator needs."""
-    try:
-        info = json.loads((path / "generator.json").read_text(encoding="utf-8"))
-        missing = [k for k in ("spec", "labels", "template", "base") if k not in info]
-        if missing or not {"name", "path", "fingerprint"} <= set(info["base"]):
-            raise ValueError(f"missing {', '.join(missing) or 'base.name/path/fingerprint'}")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no generator.json (not a saved generator)") from None
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path / 'generator.json'}: corrupt ({e})") from None
-    return info
-
-
-def _base_path(info: dict, where: Path) -> Path:
-    """The base checkpoint the adapter was trained on, checked by fingerprint."""
-    base = info["base"]
-    path = Path(base["path"])
-    if not (path / "config.json").is_file():  # moved machines: resolve the name again
-        try:
-            path = resolve_model(base["name"])
-        except ConfigError as e:
-            raise CheckpointError(f"{where}: base model {base['name']!r} not found at {base['path']} ({e})") from None
-    found = base_fingerprint(path)
-    if found != base["fingerprint"]:
-        raise CheckpointError(f"{where}: adapter was trained on base {base['name']!r} with fingerprint "
-                              f"{base['fingerprint']}, but {path} has fingerprint {found} (another base model)")
-    return path
+    return read_adapter_info(path, "generator.json", ("spec", "labels", "template", "base"), "generator")
 
 
 def load_generator(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
@@ -254,7 +208,7 @@ def load_generator(path: str | Path, device: str | torch.device = "auto", dtype:
     missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)}")
-    base_path = _base_path(info, path)
+    base_path = verified_base(info["base"], path)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)
     base = load_base_model(base_path, "causal-lm", device=dev, dtype=dt, pad_token_id=tokenizer.pad_token_id)

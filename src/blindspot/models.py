@@ -32,7 +32,7 @@ import torch
 
 from blindspot.errors import CheckpointError, ConfigError
 from blindspot.lora import LoraSpec, add_lora  # noqa: F401  (part of this module's interface)
-from blindspot.storage import atomic_write_json
+from blindspot.storage import atomic_write_json, atomic_write_jsonl, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -332,3 +332,39 @@ def verified_base(base: dict, where: Path) -> Path:
         raise CheckpointError(f"{where}: adapter was trained on base {base['name']!r} with fingerprint "
                               f"{base['fingerprint']}, but {path} has fingerprint {found} (another base model)")
     return path
+
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict, log_rows: list[dict],
+                     meta: dict) -> None:
+    """Adapter (safetensors) and tokenizer, `info_name`, train_log.jsonl, meta.json, then DONE."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for name in ADAPTER_FILES:  # peft also writes a README.md model card: not kept
+            shutil.move(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(out_dir)
+    atomic_write_json(out_dir / info_name, info)
+    atomic_write_jsonl(out_dir / "train_log.jsonl", log_rows)
+    atomic_write_json(out_dir / "meta.json", meta)
+    mark_done(out_dir)
+    log.info("saved %s", out_dir / info_name)
+
+
+def read_adapter_info(path: Path, info_name: str, required: tuple[str, ...], kind: str) -> dict:
+    """`info_name` of a saved adapter directory, checked for `required` keys and a full base identity."""
+    try:
+        info = json.loads((path / info_name).read_text(encoding="utf-8"))
+        missing = [k for k in required if k not in info]
+        if missing or not {"name", "path", "fingerprint"} <= set(info["base"]):
+            raise ValueError(f"missing {', '.join(missing) or 'base.name/path/fingerprint'}")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no {info_name} (not a saved {kind})") from None
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path / info_name}: corrupt ({e})") from None
+    return info

@@ -13,11 +13,8 @@ A saved classifier directory holds the peft adapter (safetensors, including the 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
 from blindspot.lora import FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable, upcast_trainable
-from blindspot.models import (base_identity, detect_device, load_base_model, load_tokenizer, resolve_model,
-                              verified_base)
+from blindspot.models import (ADAPTER_FILES, base_identity, detect_device, load_base_model, load_tokenizer,
+                              read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.runmeta import run_metadata
-from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
+from blindspot.storage import is_done
 from blindspot.templates import CLASSIFIER_TEMPLATES, encode_classifier_inputs
 
 log = logging.getLogger(__name__)
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 SORT_CHUNK_BATCHES = 50  # batches are length-sorted within chunks of this many (less padding)
 
 
@@ -157,7 +153,7 @@ def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | No
                       "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
                         train_seconds=result.seconds, train_examples_per_s=result.examples_per_s)
-    _save(model, tokenizer, out_dir, info, result.log, meta)
+    save_adapter_dir(model, tokenizer, out_dir, "classifier.json", info, result.log, meta)
     return out_dir
 
 
@@ -170,36 +166,9 @@ def _format(template: str) -> str:
     return fmt
 
 
-def _save(model, tokenizer, out_dir: Path, info: dict, log_rows: list[dict], meta: dict) -> None:
-    """Adapter (+ head) and tokenizer, classifier.json, train_log.jsonl, meta.json, then DONE."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        for name in ADAPTER_FILES:  # peft also writes a README.md model card: not kept
-            shutil.move(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(out_dir)
-    atomic_write_json(out_dir / "classifier.json", info)
-    atomic_write_jsonl(out_dir / "train_log.jsonl", log_rows)
-    atomic_write_json(out_dir / "meta.json", meta)
-    mark_done(out_dir)
-    log.info("saved classifier to %s", out_dir)
-
-
 def _read_info(path: Path) -> dict:
     """classifier.json, checked for the keys load_classifier needs."""
-    try:
-        info = json.loads((path / "classifier.json").read_text(encoding="utf-8"))
-        missing = [k for k in ("spec", "labels", "template", "base", "lora") if k not in info]
-        if missing or not {"name", "path", "fingerprint"} <= set(info["base"]):
-            raise ValueError(f"missing {', '.join(missing) or 'base.name/path/fingerprint'}")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no classifier.json (not a saved classifier)") from None
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path / 'classifier.json'}: corrupt ({e})") from None
-    return info
+    return read_adapter_info(path, "classifier.json", ("spec", "labels", "template", "base", "lora"), "classifier")
 
 
 def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifier:
