@@ -20,11 +20,13 @@ weights) and the same examples, it times
 and prints examples/s (wall clock and process CPU time; CPU time is the fairer number on a
 shared machine), the speed-up ratio, and how well the two sets of probabilities agree.
 
-Measured on the 2-core development CPU (shared, hence --threads 1), smollm2-135m, fp32, paper
-template, 200 examples: MNLI dev-matched 2.45x wall / 2.51x CPU time (3.2 -> 8.1 examples per
-CPU-second), HANS 1.78x wall / 2.03x CPU time. Both are compute-bound at the same FLOP rate, so
-the ratio is the ratio of tokens computed: the paper's shared prefix is 21 of ~67 tokens with
-SmolLM2's tokenizer, which caps the gain short of 3x (even with zero padding, ~2.7x on MNLI).
+Measured on the 2-core development CPU, smollm2-135m, fp32, paper template, batch 32 (see
+docs/LOG.md): MNLI dev-matched, 240 examples from 85 premises: 2.18x wall with shared starts,
+2.32x without (the 12 % fewer tokens were lost to smaller batches, so predict_proba now groups
+only when it saves >= 20 % of the tokens); HANS, 240 examples: 1.74x. With --threads 1 and 200
+independent pairs, earlier: MNLI 2.45x, HANS 1.78x. Both paths are compute-bound at the same
+FLOP rate, so the ratio is the ratio of tokens computed: the shared instruction is 21 of ~67
+tokens per MNLI example, which caps the gain short of 3x on pairs drawn alone.
 """
 
 from __future__ import annotations

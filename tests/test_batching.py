@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blindspot.batching import group_batches, share_groups
+from blindspot.batching import batch_plan, group_batches, planned_tokens, share_groups
 from blindspot.evaluate import predict_proba
 from test_evaluate import PAIRS, examples_of, full_sequence_proba, tiny_classifier, with_random_lora
 
@@ -75,3 +75,14 @@ def test_shared_starts_through_a_lora_adapter():
     want = full_sequence_proba(peft_model, tok, "short", SHARED)
     got = predict_proba(peft_model, tok, "short", examples_of(SHARED, ["neutral"] * len(SHARED)), batch_size=4)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_batch_plan_falls_back_to_length_batches_when_groups_save_little():
+    lengths = [30, 30, 30, 30]
+    flat = batch_plan(lengths, [], batch_size=8, max_tokens=10**6)
+    assert flat == [("single", [0, 1, 2, 3])]
+    small = batch_plan(lengths, [(2, [0, 1])], batch_size=8, max_tokens=10**6)  # saves 2 of 120 tokens
+    assert small == flat
+    big = batch_plan(lengths, [(25, [0, 1, 2, 3])], batch_size=8, max_tokens=10**6)  # 25 + 4 x 5 of 120
+    assert big == [("grouped", [(25, [0, 1, 2, 3])])]
+    assert planned_tokens(big, lengths) == 25 + 4 * 5 and planned_tokens(flat, lengths) == 120

@@ -105,6 +105,39 @@ def group_batches(groups: Sequence[tuple[int, list[int]]], lengths: Sequence[int
     return batches
 
 
+def planned_tokens(work: Sequence[tuple[str, list]], lengths: Sequence[int]) -> int:
+    """Token positions a batch plan computes, padding included (stage A + stage B for groups)."""
+    total = 0
+    for kind, batch in work:
+        if kind == "single":
+            total += len(batch) * max(lengths[i] for i in batch)
+        else:
+            shared = min(g[0] for g in batch)
+            members = [i for _, m in batch for i in m]
+            total += len(batch) * shared + len(members) * max(lengths[i] - shared for i in members)
+    return total
+
+
+def batch_plan(lengths: Sequence[int], groups: Sequence[tuple[int, list[int]]], batch_size: int,
+               max_tokens: int, min_saving: float = 0.2) -> list[tuple[str, list]]:
+    """("single", indices) and ("grouped", groups) batches; groups only if they save >= min_saving of the tokens.
+
+    Grouped batches are smaller and more numerous, so on a CPU a small saving in tokens is
+    lost to worse matrix shapes (measured: 12 % fewer tokens, no faster): below `min_saving`
+    the plain length batches are used.
+    """
+    flat = [("single", b) for b in length_batches(lengths, batch_size, max_tokens)]
+    if not groups:
+        return flat
+    grouped = {i for _, members in groups for i in members}
+    singles = [i for i in range(len(lengths)) if i not in grouped]
+    work: list[tuple[str, list]] = [("single", [singles[j] for j in b])
+                                    for b in length_batches([lengths[i] for i in singles], batch_size, max_tokens)]
+    work += [("grouped", b) for b in group_batches(groups, lengths, batch_size, max_tokens)]
+    keep = planned_tokens(work, lengths) <= (1 - min_saving) * planned_tokens(flat, lengths)
+    return work if keep else flat
+
+
 def _cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]]):
     from transformers import DynamicCache
 

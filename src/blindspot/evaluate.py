@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from blindspot.batching import group_batches, grouped_logits, length_batches, share_groups
+from blindspot.batching import batch_plan, grouped_logits, length_batches, share_groups  # noqa: F401
 from blindspot.data.example import HANS_LABELS, MNLI_LABELS, NLIExample, NLISet, to_two_way
 from blindspot.errors import BlindspotError, ConfigError, DataError
 from blindspot.runmeta import run_metadata
@@ -98,12 +98,7 @@ def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], bat
     lengths = [len(s) for s in suffixes]
     if max_tokens is None and lengths:
         max_tokens = batch_size * max(1, int(np.median(lengths)))
-    groups = share_groups(suffixes) if share_starts else []
-    grouped = {i for _, members in groups for i in members}
-    singles = [i for i in range(len(suffixes)) if i not in grouped]
-    work = [("single", [singles[j] for j in b])
-            for b in length_batches([lengths[i] for i in singles], batch_size, max_tokens)]
-    work += [("grouped", b) for b in group_batches(groups, lengths, batch_size, max_tokens)]
+    work = batch_plan(lengths, share_groups(suffixes) if share_starts else [], batch_size, max_tokens)
     probs = np.zeros((len(suffixes), model.config.num_labels), dtype=np.float32)
     was_training = model.training
     model.eval()
