@@ -26,27 +26,17 @@ CI_METHOD = "Newcombe (1998) hybrid score interval for paired proportions (metho
 
 
 def read_predictions(path: str | Path) -> dict[str, dict]:
-    """Rows of a predictions JSONL keyed by id; DataError naming file:line on bad rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (expected a predictions JSONL from `blindspot evaluate`)")
+    """Rows of a predictions JSONL (plain or .gz) keyed by id; DataError naming file:line on bad rows."""
+    from blindspot.data.readers import iter_jsonl
+
     rows: dict[str, dict] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("id"), str) \
-                    or not isinstance(row.get("correct"), bool) or not isinstance(row.get("gold"), str):
-                raise DataError(f"{path}:{lineno}: expected fields id (str), gold (str), correct (bool)")
-            if row["id"] in rows:
-                raise DataError(f"{path}:{lineno}: duplicate id {row['id']!r}")
-            rows[row["id"]] = row
-    if not rows:
-        raise DataError(f"{path}: no predictions")
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row.get("id"), str) or not isinstance(row.get("correct"), bool) \
+                or not isinstance(row.get("gold"), str):
+            raise DataError(f"{path}:{lineno}: expected fields id (str), gold (str), correct (bool)")
+        if row["id"] in rows:
+            raise DataError(f"{path}:{lineno}: duplicate id {row['id']!r}")
+        rows[row["id"]] = row
     return rows
 
 
