@@ -3,30 +3,22 @@
     python benchmarks/bench_eval.py --model smollm2-135m --n 320 --set mnli --template paper
     python benchmarks/bench_eval.py --model tiny-llama --n 200          # a quick check
     python benchmarks/bench_eval.py --n 160 --threads 1                 # steadier when the CPU is shared
-    python benchmarks/bench_eval.py --pairs                             # pairs drawn alone (few shared premises)
-
-Examples: premises are drawn with the seed and all their pairs taken until there are --n (the
-full MNLI sets have ~3 hypotheses per premise; HANS premises are all different), or with
---pairs, pairs drawn independently.
 
 In one process, on the same model (fresh classification head; speed does not depend on the
 weights) and the same examples, it times
 - reference: HF `Trainer.predict` with `DataCollatorWithPadding`, batch 32, the examples in
   their given order, the full prompt text tokenised per example (as the paper's code does), and
 - blindspot: `blindspot.evaluate.predict_proba` (tokenised once, length-sorted batches, shared
-  prompt prefix run once and its key/value cache reused by every batch, the tokens that pairs of
-  one premise start with run once per premise, inference_mode), and the same with
-  `share_starts=False`, to show what each lever buys,
+  prompt prefix run once and its key/value cache reused by every batch, inference_mode),
 and prints examples/s (wall clock and process CPU time; CPU time is the fairer number on a
 shared machine), the speed-up ratio, and how well the two sets of probabilities agree.
 
 Measured on the 2-core development CPU, smollm2-135m, fp32, paper template, batch 32 (see
-docs/LOG.md): MNLI dev-matched, 240 examples from 85 premises: 2.18x wall with shared starts,
-2.32x without (the 12 % fewer tokens were lost to smaller batches, so predict_proba now groups
-only when it saves >= 20 % of the tokens); HANS, 240 examples: 1.74x. With --threads 1 and 200
-independent pairs, earlier: MNLI 2.45x, HANS 1.78x. Both paths are compute-bound at the same
-FLOP rate, so the ratio is the ratio of tokens computed: the shared instruction is 21 of ~67
-tokens per MNLI example, which caps the gain short of 3x on pairs drawn alone.
+docs/LOG.md): 240 examples, 2 threads: MNLI dev-matched 2.32x wall / 2.29x CPU time, HANS
+1.74x / 1.77x; 200 examples, --threads 1: MNLI 2.45x / 2.51x, HANS 1.78x / 2.03x. Both paths
+are compute-bound at the same rate per token, so the ratio is the ratio of tokens computed: the
+paper's shared prefix is 21 of ~67 tokens with SmolLM2's tokenizer, which caps the gain short of
+3x (even with zero padding, ~2.7x on MNLI).
 """
 
 from __future__ import annotations
@@ -49,27 +41,12 @@ SETS = {"mnli": "mnli-subset/multinli_1.0_dev_matched.jsonl.gz",
         "hans": "hans-regen/heuristics_evaluation_set.jsonl.gz"}
 
 
-def load_examples(data_root: Path, which: str, n: int, seed: int, whole_premises: bool) -> list[NLIExample]:
-    """n examples drawn with the seed from MNLI dev-matched or the HANS evaluation set.
-
-    With `whole_premises`, premises are drawn and all their pairs taken (as the full set has
-    them: ~3 hypotheses per MNLI premise), until there are n; otherwise pairs are drawn alone.
-    """
+def load_examples(data_root: Path, which: str, n: int, seed: int) -> list[NLIExample]:
+    """n examples drawn with the seed from MNLI dev-matched or the HANS evaluation set."""
     from blindspot.data.sources import load_source
 
     examples = list(load_source(str(data_root / SETS[which])).examples)
-    rng = random.Random(seed)
-    if not whole_premises:
-        return rng.sample(examples, min(n, len(examples)))
-    by_premise: dict[str, list[NLIExample]] = {}
-    for e in examples:
-        by_premise.setdefault(e.premise, []).append(e)
-    chosen: list[NLIExample] = []
-    for premise in rng.sample(sorted(by_premise), len(by_premise)):
-        if len(chosen) >= n:
-            break
-        chosen.extend(by_premise[premise])
-    return chosen[:n]
+    return random.Random(seed).sample(examples, min(n, len(examples)))
 
 
 def load_model(name: str, examples: list[NLIExample], cache_dir: str | None):
@@ -121,9 +98,6 @@ def main() -> None:
                         help="folder holding mnli-subset/ and hans-regen/")
     parser.add_argument("--cache-dir", default=None, help="model cache directory (default $BLINDSPOT_CACHE)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the example sample")
-    parser.add_argument("--pairs", action="store_true",
-                        help="draw pairs independently (default: draw premises and take all their pairs, "
-                             "as in the full set)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice); 1 is steadier on a shared machine")
     args = parser.parse_args()
@@ -131,27 +105,22 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    examples = load_examples(Path(args.data), args.which, args.n, args.seed, whole_premises=not args.pairs)
+    examples = load_examples(Path(args.data), args.which, args.n, args.seed)
     model, tokenizer = load_model(args.model, examples, args.cache_dir)
     template = CLASSIFIER_TEMPLATES[args.template]
     predict_proba(model, tokenizer, template, examples[:4], batch_size=4)  # warm-up (kernels, allocator)
 
     ref, ref_wall, ref_cpu = timed(reference_predict, model, tokenizer, template, examples, args.batch_size)
     ours, our_wall, our_cpu = timed(predict_proba, model, tokenizer, template, examples, batch_size=args.batch_size)
-    _, flat_wall, flat_cpu = timed(predict_proba, model, tokenizer, template, examples, batch_size=args.batch_size,
-                                   share_starts=False)
 
     n = len(examples)
-    premises = len({e.premise for e in examples})
-    print(f"model {args.model}, {n} {args.which} examples ({premises} premises), template {args.template}, "
-          f"batch {args.batch_size}, {torch.get_num_threads()} threads")
+    print(f"model {args.model}, {n} {args.which} examples, template {args.template}, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads")
     print(f"{'method':<34} {'wall s':>8} {'ex/s':>8} {'cpu s':>8} {'ex/cpu-s':>9}")
     for name, wall, cpu in (("reference (Trainer.predict)", ref_wall, ref_cpu),
-                            ("blindspot predict_proba", our_wall, our_cpu),
-                            ("  same, shared starts off", flat_wall, flat_cpu)):
+                            ("blindspot predict_proba", our_wall, our_cpu)):
         print(f"{name:<34} {wall:>8.2f} {n / wall:>8.2f} {cpu:>8.2f} {n / cpu:>9.3f}")
-    print(f"speed-up: {ref_wall / our_wall:.2f}x wall, {ref_cpu / our_cpu:.2f}x CPU time "
-          f"(shared starts off: {ref_wall / flat_wall:.2f}x wall, {ref_cpu / flat_cpu:.2f}x CPU time)")
+    print(f"speed-up: {ref_wall / our_wall:.2f}x wall, {ref_cpu / our_cpu:.2f}x CPU time")
     agree = float(np.mean(ref.argmax(1) == ours.argmax(1)))
     print(f"agreement of predicted labels {agree:.4f}; max |prob difference| {np.abs(ref - ours).max():.2e} "
           "(the reference tokenises the whole prompt at once, so token boundaries can differ)")

@@ -13,9 +13,8 @@ classifier cannot map is refused before anything runs.
 
 Speed: every set is tokenised once; the template's shared prefix (e.g. the paper's instruction)
 runs through the model once and its key/value cache is reused by every batch, so each batch
-computes only its per-example suffix; inputs that start alike (MNLI's ~3 hypotheses per premise)
-run their shared start once (blindspot.batching); batches are sorted by length (least
-padding) and the results put back in the original order; everything runs under inference_mode.
+computes only its per-example suffix; batches are sorted by length (least padding) and the
+results put back in the original order; everything runs under torch.inference_mode.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from blindspot.batching import batch_plan, grouped_logits, length_batches, share_groups  # noqa: F401
 from blindspot.data.example import HANS_LABELS, MNLI_LABELS, NLIExample, NLISet, to_two_way
 from blindspot.errors import BlindspotError, ConfigError, DataError
 from blindspot.runmeta import run_metadata
@@ -86,33 +84,42 @@ def _batch_logits(model, prefix_kv, prefix_len: int, suffixes: list[list[int]], 
     return out.logits.float()
 
 
-def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], batch_size: int = 32,
-                    max_tokens: int | None = None, desc: str = "predict", share_starts: bool = True) -> np.ndarray:
-    """Class probabilities [N, num_labels] for pre-tokenised inputs `prefix_ids + suffixes[i]`.
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped longest first: at most `batch_size` examples and `max_tokens` padded tokens each.
 
-    With `share_starts`, inputs that begin with the same tokens (one premise, several
-    hypotheses) run those tokens once (blindspot.batching); the rest go in length batches.
+    The token cap (default: batch_size x the median length) puts the long tail in smaller
+    batches, so a few long examples do not pad a whole batch of shorter ones.
     """
-    device = next(model.parameters()).device
-    pad_id = _pad_id(model)
-    lengths = [len(s) for s in suffixes]
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     if max_tokens is None and lengths:
         max_tokens = batch_size * max(1, int(np.median(lengths)))
-    work = batch_plan(lengths, share_groups(suffixes) if share_starts else [], batch_size, max_tokens)
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and \
+                lengths[batches[-1][0]] * (len(batches[-1]) + 1) <= (max_tokens or 0):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], batch_size: int = 32,
+                    max_tokens: int | None = None, desc: str = "predict") -> np.ndarray:
+    """Class probabilities [N, num_labels] for pre-tokenised inputs `prefix_ids + suffixes[i]`."""
+    device = next(model.parameters()).device
+    pad_id = _pad_id(model)
+    batches = length_batches([len(s) for s in suffixes], batch_size, max_tokens)
     probs = np.zeros((len(suffixes), model.config.num_labels), dtype=np.float32)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             prefix_kv = _prefix_kv(model, prefix_ids, device) if prefix_ids else []
-            for kind, batch in tqdm(work, desc=desc, unit="batch", disable=len(work) <= 1):
-                if kind == "single":
-                    idx = batch
-                    logits = _batch_logits(model, prefix_kv, len(prefix_ids), [suffixes[i] for i in idx],
-                                           pad_id, device)
-                else:
-                    idx = [i for _, members in batch for i in members]
-                    logits = grouped_logits(model, prefix_kv, len(prefix_ids), suffixes, batch, pad_id, device)
+            for idx in tqdm(batches, desc=desc, unit="batch", disable=len(batches) <= 1):
+                logits = _batch_logits(model, prefix_kv, len(prefix_ids), [suffixes[i] for i in idx],
+                                       pad_id, device)
                 probs[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
     finally:
         model.train(was_training)
@@ -120,15 +127,13 @@ def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], bat
 
 
 def predict_proba(model, tokenizer, template: str, examples: Sequence[NLIExample], batch_size: int = 32,
-                  max_length: int = 512, max_tokens: int | None = None, desc: str = "predict",
-                  share_starts: bool = True) -> np.ndarray:
+                  max_length: int = 512, max_tokens: int | None = None, desc: str = "predict") -> np.ndarray:
     """Class probabilities [N, num_labels] (classifier label order), prefix computed once."""
     if not examples:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     prefix_ids, suffixes = encode_classifier_inputs(
         tokenizer, template, [(e.premise, e.hypothesis) for e in examples], max_length=max_length)
-    return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, max_tokens=max_tokens, desc=desc,
-                           share_starts=share_starts)
+    return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, max_tokens=max_tokens, desc=desc)
 
 
 # --- label spaces and scoring ---------------------------------------------------------------
