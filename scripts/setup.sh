@@ -9,7 +9,17 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-pip_q() { pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# pip, quiet, less the harmless "WARNING: Location ... is ignored" lines that some local package
+# indexes cause; a failed install prints pip's own error and stops here with pip's exit status.
+pip_q() {
+  local out rc=0
+  out=$(pip install --disable-pip-version-check -q "$@" 2>&1) || rc=$?
+  printf '%s\n' "$out" | grep -v -e "^WARNING: Location" -e '^$' >&2 || true
+  if [ "$rc" -ne 0 ]; then
+    echo "setup: 'pip install $*' failed (exit $rc); see pip's message above" >&2
+    exit "$rc"
+  fi
+}
 # torch first, pinned: a bare `torch` requirement would pull several GB of CUDA wheels on a CPU box.
 if ! python -c "import torch" 2>/dev/null; then
   # shellcheck disable=SC2086

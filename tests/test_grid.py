@@ -1,14 +1,17 @@
 """The grid end to end: configs/smoke.yaml on tiny-llama with the real data in ../shared/data.
 
-One full run (module fixture), then: a rerun does no work; --dry-run says everything is cached;
-a run killed mid-grid resumes to the same results table; a changed value reruns only what
-depends on it.
+One full run through the CLI with stdout a pipe (module fixture), then: its screen is one line
+per stage and a short summary whose numbers are the results table's, with no library bars,
+banners or warnings; run.log holds the library messages; no deprecation warning comes from our
+calls; --quiet prints nothing; a rerun does no work; --dry-run says everything is cached; a run
+killed mid-grid resumes to the same results table; a changed value reruns only what depends on it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,11 +46,22 @@ def data_env():
 
 
 @pytest.fixture(scope="module")
-def smoke_run(data_env, tmp_path_factory):
+def smoke_cli(data_env, tmp_path_factory):
+    """`blindspot run configs/smoke.yaml` as a user runs it, stdout a pipe (not a terminal), with
+    every deprecation warning raised under our code recorded (tests/strict_warnings.py)."""
     out = tmp_path_factory.mktemp("smoke") / "run"
+    warned = out.parent / "warnings.json"
     t0 = time.time()
-    run(SMOKE, out=out)
-    return out, time.time() - t0
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "strict_warnings.py"), str(warned), "run",
+                           str(SMOKE), "--out", str(out)], capture_output=True, text=True, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"out": out, "seconds": time.time() - t0, "stdout": proc.stdout, "stderr": proc.stderr,
+            "warnings": json.loads(warned.read_text())}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_cli):
+    return smoke_cli["out"], smoke_cli["seconds"]
 
 
 def _stage_dirs(run_dir: Path) -> dict[str, float]:
@@ -140,3 +154,84 @@ def test_a_failing_stage_skips_its_dependants_and_the_rest_still_runs(smoke_run,
     assert "Incomplete run" in (run_dir / "report" / "report.md").read_text()
     df = pd.read_csv(run_dir / "results" / "results.csv")
     assert set(df["source"]) == {"start", "original"}
+
+
+# --- what the run shows (stdout a pipe), what it logs, what it warns -------------------------
+
+NOISE = ("Loading weights", "LOAD REPORT", "Warning", "warning", "it/s]", "%|", "deprecated", "Traceback")
+
+
+def _normalised(line: str) -> str:
+    """A screen line with its measurements (times, rates, accuracies, ETA) replaced by placeholders."""
+    line = re.sub(r"\s+\(ETA [^)]*\)$", " (ETA)", line)
+    line = re.sub(r"\b\d+(h\d+m|m\d+s|s)\b", "T", line)
+    line = re.sub(r"-?\d+\.\d+%?", "X", line)
+    return re.sub(r"\s+", " ", line).strip()
+
+
+def test_screen_is_one_line_per_stage_and_a_summary(smoke_cli):
+    out, stdout = smoke_cli["out"], smoke_cli["stdout"]
+    assert smoke_cli["stderr"] == ""  # no library message, bar or warning reached the screen
+    lines = stdout.splitlines()
+    assert not [ln for ln in lines if any(n in ln for n in NOISE)]
+    plan = build_plan(load_config(SMOKE))
+    n = len(plan.stages)
+    assert lines[0] == f"{n} stages: 0 cached, {n} to run"
+    stage_lines = lines[1:1 + n]
+    for i, (line, st) in enumerate(zip(stage_lines, plan.stages), 1):
+        assert line.startswith(f"[{i:>2}/{n}] {st.label} "), line
+        assert _normalised(line).startswith(f"[{i:>2}/{n}] {st.label} T"), line
+        assert line.endswith(")") == (i < n), line  # the ETA on every line but the last
+    evaluate = [ln for ln, st in zip(stage_lines, plan.stages) if st.stage == "evaluate"]
+    assert all(re.search(r"predict ex/s · hans \d+\.\d% \(lexical-overlap non-entailment \d+\.\d%\) · "
+                         r"mnli-matched \d+\.\d%", ln) for ln in evaluate), evaluate
+    summary = lines[1 + n:]
+    assert 3 <= len(summary) <= 6, summary
+    assert summary[-2] == (f"report: {out / 'report' / 'report.html'} · table: {out / 'results' / 'results.csv'} "
+                           f"· log: {out / 'run.log'}")
+    assert summary[-1] == "every condition finished"
+
+
+def test_summary_numbers_are_the_results_table(smoke_cli):
+    out, lines = smoke_cli["out"], smoke_cli["stdout"].splitlines()
+    agg = pd.read_csv(out / "results" / "results_aggregated.csv")
+    cfg = load_config(SMOKE)
+    top = max(cfg.augment.sizes)
+    pct = lambda r: f"{100 * r.accuracy:.1f} [{100 * r.ci_low:.1f}-{100 * r.ci_high:.1f}]"  # noqa: E731
+    for start in cfg.start_sizes:
+        line = next(ln for ln in lines if ln.startswith(f"  start {start}: "))
+        expected = []
+        for source, aug in [("start", 0)] + [(s, top) for s in cfg.augment.sources]:
+            rows = agg[(agg.start_size == start) & (agg.source == source) & (agg.aug_size == aug)]
+            blind = rows[(rows.eval_set == "hans") & (rows.slice == "heuristic=lexical_overlap,label=non-entailment")]
+            general = rows[(rows.eval_set == "mnli-matched") & (rows.slice == "all")]
+            expected.append(f"{'itself' if source == 'start' else source} {pct(blind.iloc[0])} | "
+                            f"{pct(general.iloc[0])}")
+        assert line == f"  start {start}: " + " · ".join(expected)
+    tests = pd.read_csv(out / "report" / "paired_tests.csv")
+    key = tests[(tests.source_a == "synthetic") & (tests.source_b == "original") & (tests.aug_size == top)
+                & (tests.slice == "heuristic=lexical_overlap,label=non-entailment")]
+    paired = next(ln for ln in lines if ln.startswith("paired test, synthetic vs original"))
+    for r in key.itertuples():
+        assert f"start {r.start_size}: {100 * r.diff:+.1f} pts [{100 * r.diff_low:+.1f}, {100 * r.diff_high:+.1f}], " \
+               f"p={r.p_mcnemar:.3g}" in paired
+
+
+def test_run_log_holds_the_library_messages(smoke_cli):
+    text = (smoke_cli["out"] / "run.log").read_text()
+    assert "LOAD REPORT" in text and "score.weight" in text  # transformers' banner, routed here
+    assert re.search(r" INFO transformers\.", text)  # transformers' INFO messages
+    assert re.search(r" DEBUG blindspot\.", text) and re.search(r" INFO blindspot\.display: \[ 1/", text)
+    assert "Loading weights" not in text  # bars are off, not logged
+
+
+def test_no_deprecation_warning_from_our_calls(smoke_cli):
+    found = [(w["category"], w["message"][:200], w["where"], w["our_frames"][:2]) for w in smoke_cli["warnings"]]
+    assert found == []
+
+
+def test_quiet_prints_nothing_on_success(smoke_run):
+    out, _ = smoke_run
+    proc = subprocess.run([sys.executable, "-m", "blindspot.cli", "run", str(SMOKE), "--out", str(out), "-q"],
+                          capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")

@@ -36,11 +36,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from tqdm import tqdm
 
 from blindspot import heuristics
 from blindspot.data.example import HANS_LABELS, MNLI_LABELS, NLIExample, NLISet, to_two_way
 from blindspot.errors import ConfigError
+from blindspot.progress import track
 from blindspot.runmeta import run_metadata
 from blindspot.storage import atomic_write_json
 
@@ -74,8 +74,7 @@ def _share(num: int, den: int) -> float | None:
 def feature_stats(examples: Sequence[NLIExample], labels: tuple[str, ...], name: str = "") -> dict:
     """Per label group, the share of pairs with each feature; entailment share among them."""
     feats = [heuristics.features(e.premise, e.hypothesis)
-             for e in tqdm(examples, desc=f"features {name}".strip(), unit="pair", leave=False,
-                           disable=len(examples) < 5000)]
+             for e in track(examples, f"features {name}".strip(), unit="pair", disable=len(examples) < 5000)]
     groups: dict[str, list[int]] = {lab: [] for lab in labels}
     for i, e in enumerate(examples):
         groups.setdefault(e.label, []).append(i)

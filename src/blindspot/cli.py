@@ -12,6 +12,7 @@ fast and a torch-free command never imports torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -19,6 +20,7 @@ import sys
 
 from blindspot import __version__
 from blindspot.errors import BlindspotError
+from blindspot.progress import NullSink, use_sink
 
 # subcommand -> (module, one-line help). Multi-word commands ("data describe") are keyed
 # with a space and typed as two words.
@@ -36,15 +38,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 log = logging.getLogger("blindspot")
+VERBOSITY_FLAGS = {"-v": 1, "--verbose": 1, "-q": -1, "--quiet": -1}
 
 
-def setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 0 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    # Libraries that chatter at INFO.
-    for noisy in ("urllib3", "filelock", "datasets", "httpx", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(verbosity: int) -> None:
+    """Screen: our lines (-v: library messages too, -q: errors only); see blindspot.logsetup."""
+    from blindspot.logsetup import configure
+
+    configure(verbosity)
+
+
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """-v / -q after the subcommand too (they may also come before it)."""
+    group = parser.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="show library messages (load reports, banners, warnings) and debug lines")
+    group.add_argument("-q", "--quiet", action="store_true", help="print errors only")
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -54,10 +63,11 @@ def _available() -> dict[str, tuple[str, str]]:
 
 def _top_help(commands: dict[str, tuple[str, str]]) -> str:
     width = max((len(k) for k in commands), default=10)
-    lines = [f"usage: blindspot [-v] SUBCOMMAND [options]   (blindspot {__version__})", "",
+    lines = [f"usage: blindspot [-v|-q] SUBCOMMAND [options]   (blindspot {__version__})", "",
              "Does fine-tuning an LLM on synthetic data reinforce its heuristics?", "", "subcommands:"]
     lines += [f"  {k:<{width}}  {h}" for k, (_, h) in commands.items()]
-    lines += ["", "Run `blindspot SUBCOMMAND --help` for its options. -v: debug logging."]
+    lines += ["", "Run `blindspot SUBCOMMAND --help` for its options. -v: library messages and debug lines "
+              "on screen; -q: errors only (before or after the subcommand)."]
     return "\n".join(lines)
 
 
@@ -81,10 +91,9 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = 0
-    while argv and argv[0] in ("-v", "--verbose"):
-        verbose += 1
-        argv.pop(0)
+    verbosity = 0
+    while argv and argv[0] in VERBOSITY_FLAGS:
+        verbosity += VERBOSITY_FLAGS[argv.pop(0)]
     commands = _available()
     name, rest = _split_command(argv, commands)
     if name is None:
@@ -101,10 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"blindspot {name}", description=help_line,
                                      formatter_class=_DefaultsFormatter)
     module.add_arguments(parser)
+    _add_verbosity(parser)
     args = parser.parse_args(rest)
-    setup_logging(verbose)
+    verbosity += args.verbose
+    if args.quiet:
+        verbosity = -1
+    args.verbosity = verbosity
+    setup_logging(verbosity)
     try:
-        return int(module.main(args) or 0)
+        with use_sink(NullSink()) if verbosity < 0 else contextlib.nullcontext():
+            return int(module.main(args) or 0)
     except BlindspotError as e:
         print(f"blindspot {name}: error: {e}", file=sys.stderr)
         return 2

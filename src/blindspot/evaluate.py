@@ -29,10 +29,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from blindspot.data.example import HANS_LABELS, MNLI_LABELS, NLIExample, NLISet, to_two_way
 from blindspot.errors import BlindspotError, ConfigError, DataError
+from blindspot.progress import progress_bar
 from blindspot.runmeta import run_metadata
 from blindspot.stats import accuracy_row
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
@@ -58,14 +58,15 @@ def _pad_id(model) -> int:
 
 def _prefix_kv(model, prefix_ids: list[int], device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Run the shared prefix once; its per-layer (keys, values), batch dimension 1."""
-    out = model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True)
-    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    from blindspot.kvcache import output_layers
+
+    return output_layers(model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True))
 
 
 def _batch_logits(model, prefix_kv, prefix_len: int, suffixes: list[list[int]], pad_id: int,
                   device: torch.device) -> torch.Tensor:
     """Logits of one batch: right-padded suffixes attending to a fresh copy of the prefix cache."""
-    from transformers import DynamicCache
+    from blindspot.kvcache import cache_arg, expanded_cache
 
     bsz, width = len(suffixes), max(len(s) for s in suffixes)
     ids = torch.full((bsz, width), pad_id, dtype=torch.long)
@@ -74,12 +75,9 @@ def _batch_logits(model, prefix_kv, prefix_len: int, suffixes: list[list[int]], 
     for i, s in enumerate(suffixes):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, prefix_len: prefix_len + len(s)] = 1
-    cache = None
-    if prefix_kv:
-        # forward appends to the cache in place, so every batch gets its own (expanded) copy
-        cache = DynamicCache(ddp_cache_data=[(k.expand(bsz, -1, -1, -1), v.expand(bsz, -1, -1, -1))
-                                             for k, v in prefix_kv], config=model.config)
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache,
+    # forward appends to the cache in place, so every batch gets its own (expanded) copy
+    cache = expanded_cache(prefix_kv, bsz, model.config) if prefix_kv else None
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), **cache_arg(cache),
                 use_cache=cache is not None)
     return out.logits.float()
 
@@ -117,10 +115,13 @@ def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], bat
     try:
         with torch.inference_mode():
             prefix_kv = _prefix_kv(model, prefix_ids, device) if prefix_ids else []
-            for idx in tqdm(batches, desc=desc, unit="batch", disable=len(batches) <= 1):
+            bar = progress_bar(len(suffixes), desc, unit="ex", disable=len(batches) <= 1)
+            for idx in batches:
                 logits = _batch_logits(model, prefix_kv, len(prefix_ids), [suffixes[i] for i in idx],
                                        pad_id, device)
                 probs[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+                bar.update(len(idx))
+            bar.close()
     finally:
         model.train(was_training)
     return probs

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from tqdm import tqdm
 
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.parsing import LeakageIndex, PairFilter, doomed_reason, parse_generation
+from blindspot.progress import progress_bar
 from blindspot.runmeta import run_metadata
 from blindspot.sampling import StopRule, decode_batch, encode_prompt
 from blindspot.storage import atomic_write_json, atomic_write_text, is_done, mark_done
@@ -229,7 +229,7 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
     stop = StopRule.build(gen.tokenizer, gen.template.end_marker, gen.model.config.vocab_size,
                           doomed=lambda text: doomed_reason(text, "", gen.template, spec.max_chars) is not None)
     started, computed, new = time.perf_counter(), 0, 0
-    bar = tqdm(total=sum(spec.wanted(lab) for lab in labels), initial=len(records), desc="generate", unit="ex")
+    bar = progress_bar(sum(spec.wanted(lab) for lab in labels), "generate", unit="ex", initial=len(records))
     for label in labels:
         want = spec.wanted(label)
         cap = math.ceil(spec.max_attempts_factor * want)

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
-from blindspot.lora import LoraSpec, add_lora
+from blindspot.lora import LoraSpec, add_lora, peft_internal_deprecations_hidden
 from blindspot.models import (ADAPTER_FILES, base_identity, detect_device, load_base_model, load_tokenizer,
                               read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.parsing import GenerationTemplate, check_template
@@ -213,7 +213,8 @@ def load_generator(path: str | Path, device: str | torch.device = "auto", dtype:
     tokenizer = load_tokenizer(path)
     base = load_base_model(base_path, "causal-lm", device=dev, dtype=dt, pad_token_id=tokenizer.pad_token_id)
     try:
-        model = PeftModel.from_pretrained(base, path, is_trainable=False)
+        with peft_internal_deprecations_hidden():
+            model = PeftModel.from_pretrained(base, path, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: adapter does not fit base {base_path} ({str(e).splitlines()[0]})") from None
     model = model.merge_and_unload() if merge else model

@@ -1,8 +1,12 @@
 """Run a whole experiment from one YAML config: cached, resumable, then the results and report.
 
-    blindspot run configs/demo.yaml                  # everything; prints where the report is
+    blindspot run configs/demo.yaml                  # everything; ends with a summary of what it found
     blindspot run configs/demo.yaml --dry-run        # the plan: each stage, cached or to run
     blindspot run configs/demo.yaml --set seeds=[0,1] --out runs/demo-2seeds
+    blindspot run configs/demo.yaml -q               # errors only; -v adds library messages
+
+On a terminal progress is one live display (blindspot.display); in a pipe, one line per stage.
+Everything logged, the libraries' messages included, goes to RUN/run.log.
 
 The config expands into a graph of stages (see stages.py). Each stage's output directory is
 `RUN/stages/<stage>-<hash>` where the hash covers its spec, its inputs' hashes and the code
@@ -22,8 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm.auto import tqdm
+from typing import Literal
 
 from blindspot.artifacts import StageSpec, file_fingerprint, topological_order, write_spec
 from blindspot.config import ExperimentConfig, load_config
@@ -33,6 +36,8 @@ from blindspot.errors import BlindspotError
 from blindspot.storage import DONE, atomic_write_json, atomic_write_text, mark_done
 
 log = logging.getLogger(__name__)
+RUN_LOG = "run.log"
+HANS_SUBCASES = 30  # 3 heuristics x 2 gold labels x 5 subcases (McCoy et al. 2019)
 
 
 @dataclass
@@ -151,39 +156,93 @@ def print_plan(plan: Plan, store: Path) -> int:
     return todo
 
 
-def execute(plan: Plan, store: Path) -> dict[str, str]:
+def _prepared_sets(stage: StageSpec, store: Path) -> dict | None:
+    """prepare's sets.json (pool and evaluation set sizes) once prepare is done, else None."""
+    prepare = stage.inputs.get("prepare")
+    path = prepare.path(store) / "sets.json" if prepare is not None else None
+    return json.loads(path.read_text()) if path is not None and prepare.done(store) else None
+
+
+def _eval_examples(s: dict, sets: dict) -> int:
+    """How many examples an evaluation predicts: each set, or its per-label / per-subcase subsample."""
+    total = 0
+    for name in s["sets"]:
+        info = sets[name]
+        two_way = info.get("format") == "hans" or set(info["labels"]) <= {"entailment", "non-entailment"}
+        if two_way and s["per_subcase"]:
+            total += min(info["n"], s["per_subcase"] * HANS_SUBCASES)
+        elif not two_way and s["per_label"]:
+            total += min(info["n"], s["per_label"] * len(info["labels"]))
+        else:
+            total += info["n"]
+    return total
+
+
+def stage_work(stage: StageSpec, store: Path) -> tuple[str, float | None]:
+    """(verb, examples) of a stage for the ETA: train / predict / sample examples, or 'stage' (0).
+
+    None while the number depends on a prepare stage that has not run yet.
+    """
+    s, kind = stage.spec, stage.stage
+    sets = _prepared_sets(stage, store)
+    pool = sets["pool"]["n"] if sets else None
+    if kind in ("start", "augment"):
+        n = s["n"] if kind == "start" else s["m"]
+        n = pool if n == "all" else n
+        return "train", None if n is None else n * s["classifier"]["optim"]["epochs"]
+    if kind == "generator":
+        g = s["generator"]
+        n = pool if g["train_size"] is None or pool is None else min(g["train_size"], pool)
+        return "train", None if n is None else n * g["optim"]["epochs"]
+    if kind == "base":
+        return "train", None if pool is None else min(s["pretrain_examples"], pool) * s["epochs"]
+    if kind == "generate":
+        per_label, labels = s["generation"]["per_label"], s["generation"].get("labels") or MNLI_LABELS
+        return "sample", sum(per_label.values()) if isinstance(per_label, dict) else per_label * len(labels)
+    if kind == "evaluate":
+        return "predict", None if sets is None else _eval_examples(s, sets)
+    return "stage", 0
+
+
+def execute(plan: Plan, store: Path, display: Literal["live", "plain", "off"] = "off") -> dict[str, str]:
     """Run every stage that is not done, inputs first, in this process; returns failures.
 
     A stage that fails with a BlindspotError (bad data, too few synthetic examples, ...) is
     logged and left without DONE; the stages that need it are skipped and everything else
-    still runs. Returns {stage label: reason} of what failed or was skipped.
+    still runs. Returns {stage label: reason} of what failed or was skipped. `display` is how
+    progress shows (blindspot.display); the stages' own progress bars feed it.
     """
+    from blindspot.display import RunDisplay
+    from blindspot.progress import use_sink
     from blindspot.stages import RUNNERS
 
     todo = [s for s in plan.stages if not s.done(store)]
     log.info("%d of %d stages to run (%d cached)", len(todo), len(plan.stages), len(plan.stages) - len(todo))
     failed: dict[str, str] = {}  # dirname -> reason
     labels: dict[str, str] = {}
-    bar = tqdm(todo, desc="grid", unit="stage", position=0)
-    for st in bar:
-        bad = [v for v in st.inputs.values() if v.dirname in failed]
-        if bad:
-            failed[st.dirname], labels[st.dirname] = f"skipped: needs {bad[0].label}, which failed", st.label
-            continue
-        bar.set_postfix_str(st.label)
-        out = write_spec(st, store)
-        t0 = time.time()
-        log.info("stage %s -> %s", st.label, out)
-        try:
-            RUNNERS[st.stage](st.spec, out, {k: v.path(store) for k, v in st.inputs.items()})
-        except BlindspotError as e:
-            failed[st.dirname], labels[st.dirname] = str(e), st.label
-            log.error("stage %s failed: %s", st.label, e)
-            continue
-        atomic_write_json(out / "timing.json", {"label": st.label, "wall_s": round(time.time() - t0, 3)})
-        if not (out / DONE).exists():
-            mark_done(out)
-        log.info("stage %s done in %.1f s", st.label, time.time() - t0)
+    shown = RunDisplay(todo, len(plan.stages) - len(todo), lambda st: stage_work(st, store), display, store)
+    with shown.running(), use_sink(shown):
+        shown.print(f"{len(plan.stages)} stages: {len(plan.stages) - len(todo)} cached, {len(todo)} to run")
+        for st in todo:
+            bad = [v for v in st.inputs.values() if v.dirname in failed]
+            if bad:
+                failed[st.dirname], labels[st.dirname] = f"skipped: needs {bad[0].label}, which failed", st.label
+                shown.failed_stage(st, f"needs {bad[0].label}, which failed", skipped=True)
+                continue
+            out = write_spec(st, store)
+            t0 = time.time()
+            log.info("stage %s -> %s", st.label, out)
+            shown.started(st)
+            try:
+                RUNNERS[st.stage](st.spec, out, {k: v.path(store) for k, v in st.inputs.items()})
+            except BlindspotError as e:
+                failed[st.dirname], labels[st.dirname] = str(e), st.label
+                shown.failed_stage(st, str(e))
+                continue
+            atomic_write_json(out / "timing.json", {"label": st.label, "wall_s": round(time.time() - t0, 3)})
+            if not (out / DONE).exists():
+                mark_done(out)
+            shown.done(st, time.time() - t0, out)
     return {labels[d]: reason for d, reason in failed.items()}
 
 
@@ -211,8 +270,15 @@ def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path)
 
 
 def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, store: str | Path | None = None,
-        overrides: list[str] | None = None, dry_run: bool = False) -> Path:
-    """Run (or, with dry_run, plan) an experiment; returns the run directory."""
+        overrides: list[str] | None = None, dry_run: bool = False,
+        display: Literal["live", "plain", "off"] = "plain") -> Path:
+    """Run (or, with dry_run, plan) an experiment; returns the run directory.
+
+    Everything logged meanwhile, libraries included, is appended to RUN/run.log; `display`
+    is how progress and the closing summary show (blindspot.display; 'off' prints nothing).
+    """
+    from blindspot.logsetup import log_to_file, screen_level
+
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
     run_dir = Path(out) if out else Path("runs") / cfg.name
     store = Path(store) if store else run_dir / "stages"
@@ -222,16 +288,35 @@ def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, st
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
+    with log_to_file(run_dir / RUN_LOG), screen_level(logging.WARNING):
+        log.info("=== blindspot run %s -> %s (store %s)", cfg.name, run_dir, store)
+        try:
+            _run_plan(cfg, plan, run_dir, store, display)
+        except BlindspotError as e:
+            log.info("run %s stopped: %s", cfg.name, e)
+            raise
+        except BaseException:
+            log.debug("run %s stopped by an exception", cfg.name, exc_info=True)  # the traceback, in run.log
+            raise
+    return run_dir
+
+
+def _run_plan(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path, display) -> None:
+    """execute, write the results and report, print the summary; BlindspotError if anything failed."""
+    from blindspot.display import say
+    from blindspot.summary import run_summary
+
     t0 = time.time()
-    failures = execute(plan, store)
+    failures = execute(plan, store, display)
     if not plan.stages[0].done(store) or not any(c["eval"].done(store) for c in plan.conditions):
         raise BlindspotError(_failure_text(failures, "no condition finished, so there is no report"))
     report = write_outputs(cfg, plan, run_dir, store)
+    log.info("run %s finished in %.1f s; report: %s", cfg.name, time.time() - t0, report / "report.html")
+    for line in run_summary(run_dir):
+        say(line, display)
     if failures:
         raise BlindspotError(_failure_text(failures, f"the report in {report} covers only the conditions that "
                                            "finished and lists the missing ones"))
-    log.info("run %s finished in %.1f s; report: %s", cfg.name, time.time() - t0, report / "report.html")
-    return run_dir
 
 
 def _failure_text(failures: dict[str, str], outcome: str) -> str:
@@ -252,7 +337,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run_dir = run(args.config, args.out, args.store, args.overrides, args.dry_run)
-    if not args.dry_run:
-        print(f"report: {run_dir / 'report' / 'report.html'}\nresults: {run_dir / 'results' / 'results.csv'}")
+    """The CLI: a live display on a terminal, plain lines otherwise, nothing but errors with -q."""
+    from blindspot.display import choose_mode
+
+    run(args.config, args.out, args.store, args.overrides, args.dry_run,
+        display=choose_mode(quiet=getattr(args, "verbosity", 0) < 0))
     return 0

@@ -14,6 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
@@ -51,10 +54,24 @@ def add_lora(model, lora: LoraSpec, task: Literal["classification", "causal-lm"]
                         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.targets),
                         modules_to_save=[CLASSIFIER_HEAD] if classification else None)
-    model = get_peft_model(model, config)
+    with peft_internal_deprecations_hidden():
+        model = get_peft_model(model, config)
     upcast_trainable(model)
     log_trainable(model)
     return model
+
+
+@contextmanager
+def peft_internal_deprecations_hidden() -> Iterator[None]:
+    """Hide the deprecation warnings that peft's own code triggers while it wraps a model.
+
+    peft (0.21) reads `model.is_gradient_checkpointing` in PeftModel.__init__, which transformers
+    >= 5.23 deprecates in favour of `is_activation_checkpointing`: a FutureWarning per model that
+    no call of ours can avoid. Only that message is hidden, and only around peft's constructors.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def upcast_trainable(model) -> None:
@@ -108,8 +125,9 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     Only parameters with requires_grad are optimised. On CUDA with a bf16 or 4-bit model the
     forward pass runs under bf16 autocast (trainable weights stay fp32).
     """
-    from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
+
+    from blindspot.progress import progress_bar
 
     epoch_batches = batches if callable(batches) else (lambda _epoch: batches)
     first = epoch_batches(0)
@@ -124,7 +142,8 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     model.train()
     rows: list[dict] = []
     step, seen, window, t0 = 0, 0, [], time.time()
-    bar = tqdm(total=total, desc=desc, unit="step")
+    per_epoch = sum(int(b["input_ids"].shape[0]) for b in first)
+    bar = progress_bar(per_epoch * optim.epochs, desc, unit="ex")
     for epoch in range(optim.epochs):
         epoch_list = first if epoch == 0 else epoch_batches(epoch)
         for i, batch in enumerate(epoch_list):
@@ -134,6 +153,7 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
             (loss / optim.grad_accum).backward()
             window.append(loss.item())
             seen += batch["input_ids"].shape[0]
+            bar.update(int(batch["input_ids"].shape[0]))
             if (i + 1) % optim.grad_accum and i + 1 != len(epoch_list):
                 continue  # accumulate; the last (short) group of an epoch still steps
             torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm)
@@ -141,8 +161,7 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{window[-1]:.4f}")
+            bar.set_postfix_str(f"loss {window[-1]:.4f}")
             if step % optim.log_every == 0 or step == total:
                 rows.append({"step": step, "epoch": epoch, "examples": seen, "loss": sum(window) / len(window),
                              "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 3)})

@@ -218,8 +218,12 @@ def comparison_pairs(sources: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def paired_tests(df: pd.DataFrame, run_dir: str | Path, targets: list[tuple[str, str]]) -> pd.DataFrame:
-    """McNemar test and paired difference acc(a) - acc(b), per start x aug size x pair x target x seed."""
+def paired_tests(df: pd.DataFrame, run_dir: str | Path, targets: list[tuple[str, str]],
+                 pairs: list[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """McNemar test and paired difference acc(a) - acc(b), per start x aug size x pair x target x seed.
+
+    `pairs` (source a, source b) default to comparison_pairs of the table's sources.
+    """
     import tempfile
 
     run_dir = Path(run_dir)
@@ -229,7 +233,7 @@ def paired_tests(df: pd.DataFrame, run_dir: str | Path, targets: list[tuple[str,
     targets = [t for t in targets if t in present]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for a, b in comparison_pairs(df["source"].unique()):
+        for a, b in comparison_pairs(df["source"].unique()) if pairs is None else pairs:
             for (start, source, aug, seed, eval_set), path_a in pred.items():
                 path_b = pred.get((start, b, aug, seed, eval_set))
                 if source != a or path_b is None:

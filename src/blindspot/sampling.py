@@ -92,11 +92,11 @@ class PromptCache:
 @torch.inference_mode()
 def encode_prompt(model, prompt_ids: list[int]) -> PromptCache:
     """Run the prompt through the model once and keep its cache."""
+    from blindspot.kvcache import output_layers
+
     device = next(model.parameters()).device
     out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    layers = [(layer.keys, layer.values) for layer in cache.layers]
-    return PromptCache(list(prompt_ids), layers, out.logits[:, -1, :])
+    return PromptCache(list(prompt_ids), output_layers(out), out.logits[:, -1, :])
 
 
 @torch.inference_mode()
@@ -108,10 +108,9 @@ def decode_batch(model, prompt: PromptCache, n_rows: int, stop: StopRule, *, max
     Finished rows are removed from the batch and from the KV cache at every step; every
     `stop.check_every` steps, rows that are doomed (see StopRule) are removed too.
     """
-    from transformers import DynamicCache
+    from blindspot.kvcache import cache_arg, expanded_cache
 
-    cache = DynamicCache(ddp_cache_data=[(k.expand(n_rows, -1, -1, -1), v.expand(n_rows, -1, -1, -1))
-                                         for k, v in prompt.layers])
+    cache = expanded_cache(prompt.layers, n_rows)
     out: list[list[int]] = [[] for _ in range(n_rows)]
     active = list(range(n_rows))  # row number of each batch position
     logits = prompt.logits.expand(n_rows, -1)
@@ -130,6 +129,6 @@ def decode_batch(model, prompt: PromptCache, n_rows: int, stop: StopRule, *, max
             cache.batch_select_indices(index)
             next_ids = next_ids[index]
             active = [active[p] for p in keep]
-        logits = model(input_ids=next_ids[:, None], past_key_values=cache, use_cache=True).logits[:, -1, :]
+        logits = model(input_ids=next_ids[:, None], **cache_arg(cache), use_cache=True).logits[:, -1, :]
         computed += len(active)
     return out, computed

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
-from blindspot.lora import FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable, upcast_trainable
+from blindspot.lora import (FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable,
+                           peft_internal_deprecations_hidden, upcast_trainable)
 from blindspot.models import (ADAPTER_FILES, base_identity, detect_device, load_base_model, load_tokenizer,
                               read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.runmeta import run_metadata
@@ -199,7 +200,8 @@ def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifi
     base.config.id2label = dict(enumerate(info["labels"]))
     base.config.label2id = {lab: i for i, lab in enumerate(info["labels"])}
     try:
-        model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
+        with peft_internal_deprecations_hidden():
+            model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: adapter does not fit base {base_path} ({str(e).splitlines()[0]})") from None
     if trainable:
