@@ -10,7 +10,7 @@ import pytest
 from blindspot import cli
 from blindspot.artifacts import StageSpec
 from blindspot.display import RunDisplay, StageBar, WorkEstimate, duration
-from blindspot.logsetup import NORMAL, QUIET, VERBOSE, configure, log_to_file
+from blindspot.logsetup import NORMAL, QUIET, VERBOSE, configure, log_to_file, screen_level
 from blindspot.progress import progress_bar, track, use_sink
 from blindspot.summary import key_pair
 
@@ -39,7 +39,7 @@ def _stages(tmp_path: Path) -> list[StageSpec]:
 def test_display_is_the_sink_and_prints_one_line_per_stage(tmp_path: Path, capsys) -> None:
     stages = _stages(tmp_path)
     shown = RunDisplay(stages, 0, lambda st: ("train", 4), "plain", tmp_path)
-    with shown.running(), use_sink(shown):
+    with screen_level(logging.WARNING), shown.running(), use_sink(shown):  # as run() does
         for st in stages:
             shown.started(st)
             bar = progress_bar(4, "train", unit="ex")

@@ -138,7 +138,7 @@ def test_killed_run_resumes_to_the_same_results(smoke_run, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_a_failing_stage_skips_its_dependants_and_the_rest_still_runs(smoke_run, tmp_path):
+def test_a_failing_stage_skips_its_dependants_and_the_rest_still_runs(smoke_run, tmp_path, capsys):
     out, _ = smoke_run
     # tiny-llama writes no entailment pair with full lexical overlap, so augmenting from the
     # biased source cannot be label balanced: those stages fail; everything else is cached.
@@ -154,6 +154,10 @@ def test_a_failing_stage_skips_its_dependants_and_the_rest_still_runs(smoke_run,
     assert "Incomplete run" in (run_dir / "report" / "report.md").read_text()
     df = pd.read_csv(run_dir / "results" / "results.csv")
     assert set(df["source"]) == {"start", "original"}
+    screen = capsys.readouterr().out.splitlines()
+    assert sum(ln.startswith("[") and " FAILED augment " in ln for ln in screen) == 4
+    assert sum(ln.startswith("[") and " skipped evaluate " in ln for ln in screen) == 4
+    assert screen[-1].startswith("4 condition(s) did not finish: ") and "and 1 more (see the report)" in screen[-1]
 
 
 # --- what the run shows (stdout a pipe), what it logs, what it warns -------------------------
@@ -205,7 +209,7 @@ def test_summary_numbers_are_the_results_table(smoke_cli):
             rows = agg[(agg.start_size == start) & (agg.source == source) & (agg.aug_size == aug)]
             blind = rows[(rows.eval_set == "hans") & (rows.slice == "heuristic=lexical_overlap,label=non-entailment")]
             general = rows[(rows.eval_set == "mnli-matched") & (rows.slice == "all")]
-            expected.append(f"{'itself' if source == 'start' else source} {pct(blind.iloc[0])} | "
+            expected.append(f"{'before' if source == 'start' else source} {pct(blind.iloc[0])} | "
                             f"{pct(general.iloc[0])}")
         assert line == f"  start {start}: " + " · ".join(expected)
     tests = pd.read_csv(out / "report" / "paired_tests.csv")

@@ -122,14 +122,16 @@ def route_libraries(show_bars: bool = False) -> None:
 
 @contextmanager
 def screen_level(ours: int) -> Iterator[None]:
-    """Inside the block, our records reach the screen only from `ours` up (never below the
-    configured level): a live display shows stage results instead of every INFO line."""
+    """Inside the block, our records reach the screen only from `ours` up at the normal verbosity
+    (-v still shows everything, -q still only errors): a run's display shows the stage results
+    instead of every INFO line, which go to run.log."""
     handler = screen_handler()
     if handler is None:
         yield
         return
     before = handler.screen.ours
-    handler.screen.ours = max(before, ours)
+    if before == SCREEN_LEVELS[NORMAL][0]:
+        handler.screen.ours = ours
     try:
         yield
     finally:

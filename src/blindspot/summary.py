@@ -5,7 +5,7 @@
 Computed from the run's files only (results/results_aggregated.csv, the predictions named in
 results/results.csv, results/index.json), like the report. One line per starting point: the
 blindspot number (the challenge set's lexical-overlap non-entailment slice) and the general
-set's accuracy (MNLI matched), for the starting point itself and for each source at the
+set's accuracy (MNLI matched), before augmentation ("before") and for each source at the
 largest augmentation size, as mean [95 % interval]; then the paired test that matters (the
 biased source against original data, else synthetic against original) on the blindspot slice,
 exact McNemar p per seed; where the report and the log are; which conditions did not finish.
@@ -82,7 +82,7 @@ def run_summary(run_dir: str | Path, log_name: str = "run.log") -> list[str]:
     for start in sorted(agg["start_size"].unique()):
         cells = [f"{name} {_cell(agg, start, src, a, challenge, BLINDSPOT_SLICE)} | "
                  f"{_cell(agg, start, src, a, general, 'all')}"
-                 for name, src, a in [("itself", START, 0)] + [(s, s, aug) for s in sources]]
+                 for name, src, a in [("before", START, 0)] + [(s, s, aug) for s in sources]]
         lines.append(f"  start {start}: " + " · ".join(cells))
     paired = _paired_line(df, run_dir, challenge, aug)
     if paired:
