@@ -17,9 +17,11 @@ import importlib
 import importlib.util
 import logging
 import sys
+from pathlib import Path
 
 from blindspot import __version__
 from blindspot.errors import BlindspotError
+from blindspot.logsetup import log_to_file
 from blindspot.progress import NullSink, use_sink
 
 # subcommand -> (module, one-line help). Multi-word commands ("data describe") are keyed
@@ -42,7 +44,8 @@ VERBOSITY_FLAGS = {"-v": 1, "--verbose": 1, "-q": -1, "--quiet": -1}
 
 
 def setup_logging(verbosity: int) -> None:
-    """Screen: our lines (-v: library messages too, -q: errors only); see blindspot.logsetup."""
+    """Screen: our warnings and errors (-v: our INFO/DEBUG and library messages too, -q: errors
+    only); see blindspot.logsetup."""
     from blindspot.logsetup import configure
 
     configure(verbosity)
@@ -54,6 +57,8 @@ def _add_verbosity(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-v", "--verbose", action="count", default=0,
                        help="show library messages (load reports, banners, warnings) and debug lines")
     group.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    group.add_argument("--log", metavar="FILE", default=None,
+                       help="append everything logged (DEBUG, library messages included) to FILE")
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -66,8 +71,9 @@ def _top_help(commands: dict[str, tuple[str, str]]) -> str:
     lines = [f"usage: blindspot [-v|-q] SUBCOMMAND [options]   (blindspot {__version__})", "",
              "Does fine-tuning an LLM on synthetic data reinforce its heuristics?", "", "subcommands:"]
     lines += [f"  {k:<{width}}  {h}" for k, (_, h) in commands.items()]
-    lines += ["", "Run `blindspot SUBCOMMAND --help` for its options. -v: library messages and debug lines "
-              "on screen; -q: errors only (before or after the subcommand)."]
+    lines += ["", "Run `blindspot SUBCOMMAND --help` for its options. -v: our info/debug lines and library "
+              "messages on screen; -q: errors only (before or after the subcommand); --log FILE: everything "
+              "to FILE."]
     return "\n".join(lines)
 
 
@@ -118,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     args.verbosity = verbosity
     setup_logging(verbosity)
     try:
-        with use_sink(NullSink()) if verbosity < 0 else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            if args.log:
+                stack.enter_context(log_to_file(Path(args.log)))
+            if verbosity < 0:
+                stack.enter_context(use_sink(NullSink()))
             return int(module.main(args) or 0)
     except BlindspotError as e:
         print(f"blindspot {name}: error: {e}", file=sys.stderr)

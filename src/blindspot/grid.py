@@ -277,7 +277,7 @@ def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, st
     Everything logged meanwhile, libraries included, is appended to RUN/run.log; `display`
     is how progress and the closing summary show (blindspot.display; 'off' prints nothing).
     """
-    from blindspot.logsetup import log_to_file, screen_level
+    from blindspot.logsetup import log_to_file
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
     run_dir = Path(out) if out else Path("runs") / cfg.name
@@ -288,7 +288,7 @@ def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, st
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
-    with log_to_file(run_dir / RUN_LOG), screen_level(logging.WARNING):
+    with log_to_file(run_dir / RUN_LOG):
         log.info("=== blindspot run %s -> %s (store %s)", cfg.name, run_dir, store)
         try:
             _run_plan(cfg, plan, run_dir, store, display)

@@ -3,11 +3,14 @@
     blindspot run configs/smoke.yaml        # screen: our lines, warnings, errors; RUN/run.log: all
     blindspot run configs/smoke.yaml -v     # library messages (load reports, banners) on screen too
     blindspot run configs/smoke.yaml -q     # errors only
+    blindspot evaluate CLF --set ... --out DIR --log eval.log   # any subcommand: everything to a file
 
-`configure(verbosity)` is called once by the CLI. The screen handler shows records of the
-`blindspot` loggers from INFO (DEBUG with -v) and third-party records (transformers, peft,
-datasets, Python warnings via logging.captureWarnings) only from ERROR (INFO with -v);
-`-q` leaves errors only. transformers' own stderr handler is removed so that its messages
+`configure(verbosity)` is called once by the CLI. The screen shows what the commands print
+(results, a run's display), records of the `blindspot` loggers from WARNING (all of them with
+-v) and third-party records (transformers, peft, datasets, Python warnings via
+logging.captureWarnings) only from ERROR (INFO with -v); `-q` leaves errors only. Our INFO
+lines (devices, throughput, per-set accuracies) go to the log file: RUN/run.log for a run,
+`--log FILE` for any subcommand. transformers' own stderr handler is removed so that its messages
 (the LOAD REPORT of every classifier it builds, among them) propagate here, and the weight
 loading bars of transformers and the hub are turned off unless -v. `log_to_file(path)` adds a
 file handler that receives everything at DEBUG (noisy libraries at INFO): `blindspot run`
@@ -29,7 +32,7 @@ from pathlib import Path
 OURS = "blindspot"
 QUIET, NORMAL, VERBOSE = -1, 0, 1
 # verbosity -> (lowest level of our records, lowest level of third-party records) on screen
-SCREEN_LEVELS = {QUIET: (logging.ERROR, logging.ERROR), NORMAL: (logging.INFO, logging.ERROR),
+SCREEN_LEVELS = {QUIET: (logging.ERROR, logging.ERROR), NORMAL: (logging.WARNING, logging.ERROR),
                  VERBOSE: (logging.DEBUG, logging.INFO)}
 # libraries whose DEBUG records flood a log file (font lookups, HTTP, locks): INFO at most
 NOISY = ("matplotlib", "PIL", "urllib3", "filelock", "fsspec", "httpx", "httpcore", "asyncio")
@@ -118,24 +121,6 @@ def route_libraries(show_bars: bool = False) -> None:
     if not show_bars:  # with -v the libraries keep their own defaults
         hf_logging.disable_progress_bar()
         disable_progress_bars()
-
-
-@contextmanager
-def screen_level(ours: int) -> Iterator[None]:
-    """Inside the block, our records reach the screen only from `ours` up at the normal verbosity
-    (-v still shows everything, -q still only errors): a run's display shows the stage results
-    instead of every INFO line, which go to run.log."""
-    handler = screen_handler()
-    if handler is None:
-        yield
-        return
-    before = handler.screen.ours
-    if before == SCREEN_LEVELS[NORMAL][0]:
-        handler.screen.ours = ours
-    try:
-        yield
-    finally:
-        handler.screen.ours = before
 
 
 @contextmanager
