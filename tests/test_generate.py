@@ -112,7 +112,7 @@ def test_sigkill_mid_run_then_rerun_matches_an_uninterrupted_run(gen, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (out / "DONE").exists(), "run ended before it was killed"
-    rerun = subprocess.run(argv + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(argv + ["--out", str(out), "-v"], env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming from" in rerun.stderr
     full = tmp_path / "full"
