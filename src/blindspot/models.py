@@ -30,6 +30,8 @@ from typing import Literal
 
 import torch
 
+from safetensors import SafetensorError
+
 from blindspot.errors import CheckpointError, ConfigError
 from blindspot.lora import LoraSpec, add_lora  # noqa: F401  (part of this module's interface)
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, mark_done
@@ -246,7 +248,16 @@ def load_tokenizer(path: str | Path):
     """The checkpoint's tokenizer with a pad token (eos, else unk, if it has none), padding right."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    if Path(path).is_dir() and not any((Path(path) / n).is_file() for n in (*TOKENIZER_JSON_FILES, "tokenizer.model")):
+        raise CheckpointError(f"{path}: no tokenizer files (expected tokenizer.json and tokenizer_config.json)")
+    for name in TOKENIZER_JSON_FILES:
+        if (Path(path) / name).is_file():
+            read_json_file(Path(path) / name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, ImportError) as e:  # hub, tokenizers, sentencepiece
+        raise CheckpointError(f"{path}: cannot load a tokenizer (expected tokenizer.json or a tokenizer model "
+                              f"beside tokenizer_config.json): {_first_line(e)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if tokenizer.pad_token is None:
@@ -262,7 +273,12 @@ def load_base_model(path: str | Path, task: Task = "classification", num_labels:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     dev, dt = detect_device(device, dtype)
-    config = AutoConfig.from_pretrained(path)
+    if (Path(path) / "config.json").is_file():
+        read_json_file(Path(path) / "config.json")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: cannot read the model config: {_first_line(e)}") from None
     config.pad_token_id = load_tokenizer(path).pad_token_id if pad_token_id is None else pad_token_id
     kwargs: dict = {"config": config, "dtype": dt}
     if task == "classification":
@@ -274,7 +290,10 @@ def load_base_model(path: str | Path, task: Task = "classification", num_labels:
         kwargs |= {"quantization_config": _nf4_config(dev, dt), "device_map": {"": dev.index or 0}}
     elif quantize != "none":
         raise ConfigError(f"quantize: {quantize!r} is not one of none, 4bit")
-    model = cls.from_pretrained(path, **kwargs)
+    try:
+        model = cls.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, SafetensorError) as e:  # truncated or missing weight files
+        raise CheckpointError(f"{path}: cannot load the model weights (truncated or corrupt?): {_first_line(e)}") from None
     if quantize == "none":
         model.to(dev)
     log.info("loaded %s as %s on %s (%s%s), %.1fM parameters", path, task, dev, str(dt).removeprefix("torch."),
@@ -356,6 +375,47 @@ def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict
     log.info("saved %s", out_dir / info_name)
 
 
+TOKENIZER_JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# Files that say what a directory is, for "this is not a saved classifier, it is ...".
+_DIRECTORY_KINDS = (("classifier.json", "a saved classifier"), ("generator.json", "a saved generator"),
+                    ("metrics.json", "an evaluation output"), ("synthetic.jsonl", "a generate output"),
+                    ("kept.jsonl", "a filter output"), ("audit.json", "an audit output"),
+                    ("config.json", "a base model checkpoint"), ("stages", "a run directory"))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+
+
+def read_json_file(path: Path) -> object:
+    """A JSON file of a checkpoint; CheckpointError naming it when truncated or corrupt."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt JSON ({_first_line(e)})") from None
+
+
+def adapter_keys(path: Path) -> list[str]:
+    """Tensor names of a saved adapter, after checking adapter_config.json and the safetensors header."""
+    config = read_json_file(path / ADAPTER_FILES[0])
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise CheckpointError(f"{path / ADAPTER_FILES[0]}: not a peft adapter config (no peft_type)")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path / ADAPTER_FILES[1], "pt") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError) as e:  # a cut file fails here: its header promises more bytes
+        raise CheckpointError(f"{path / ADAPTER_FILES[1]}: truncated or corrupt safetensors file "
+                              f"({_first_line(e)})") from None
+
+
+def directory_kind(path: Path) -> str | None:
+    """What a directory holds, from the files that mark each kind (None when nothing matches)."""
+    return next((what for name, what in _DIRECTORY_KINDS if (path / name).exists()), None)
+
+
 def read_adapter_info(path: Path, info_name: str, required: tuple[str, ...], kind: str) -> dict:
     """`info_name` of a saved adapter directory, checked for `required` keys and a full base identity."""
     try:
@@ -364,7 +424,9 @@ def read_adapter_info(path: Path, info_name: str, required: tuple[str, ...], kin
         if missing or not {"name", "path", "fingerprint"} <= set(info["base"]):
             raise ValueError(f"missing {', '.join(missing) or 'base.name/path/fingerprint'}")
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no {info_name} (not a saved {kind})") from None
+        what = directory_kind(path)
+        raise CheckpointError(f"{path}: no {info_name}, expected a saved {kind}"
+                              + (f" (this is {what})" if what else f" (the output of blindspot train-{kind})")) from None
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path / info_name}: corrupt ({e})") from None
     return info
