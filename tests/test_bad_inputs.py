@@ -170,6 +170,11 @@ def test_bad_source_option(case, ck, tmp_path, capsys):
     assert_one_clear_error(*run_cli(capsys, argv), "evaluate", *fill(needles, p=ck["data"]))
 
 
+def test_unknown_device(ck, tmp_path, capsys):
+    argv = ["evaluate", ck["clf"], "--set", f"m={ck['data']}", "--out", tmp_path / "o", "--device", "nonsense"]
+    assert_one_clear_error(*run_cli(capsys, argv), "evaluate", "device: 'nonsense' is not a device")
+
+
 def test_duplicate_set_names(ck, tmp_path, capsys):
     argv = ["evaluate", ck["clf"], "--set", f"a={ck['data']}", "--set", f"a={ck['data']}", "--out", tmp_path / "o"]
     assert_one_clear_error(*run_cli(capsys, argv), "evaluate", "the name 'a' is used twice")
@@ -193,6 +198,8 @@ CONFIG_CASES = [
     ("train-path-missing", {"data.train": {"path": "/nonexistent/train.jsonl"}}, [],
      ["{c}", "field 'data.train.path'", "/nonexistent/train.jsonl", "no such file"]),
     ("eval-path-directory", {"data.eval": {"m": {"path": "{d}"}}}, [], ["field 'data.eval.m.path'", "is a directory"]),
+    ("eval-columns-of-no-format", {"data.eval": {"m": {"path": "{d}/sick.tsv"}}}, [],
+     ["field 'data.eval.m'", "sick.tsv", "match no known format", "premise=sentence_A"]),
     ("per-label-unknown-label", {"generation.per_label": {"entailment": 5, "maybe": 5}}, [],
      ["field 'generation.per_label'", "unknown label 'maybe'", "entailment, neutral, contradiction"]),
     ("per-label-left-out", {"generation.per_label": {"entailment": 5}}, [],
@@ -215,6 +222,7 @@ def test_bad_config(case, ck, tmp_path, capsys):
 
     _, changes, extra, needles = case
     cfg = _config(ck["data"], **json.loads(json.dumps(changes).replace("{d}", str(tmp_path))))
+    (tmp_path / "sick.tsv").write_text("pair_ID\tsentence_A\tsentence_B\tentailment_label\n1\ta\tb\tNEUTRAL\n")
     c = tmp_path / "c.yaml"
     c.write_text(yaml.safe_dump(cfg))
     argv = ["run", c, "--dry-run", "--out", tmp_path / "run", *extra]
@@ -279,6 +287,7 @@ CHECKPOINT_CASES = [
     ("unfinished", "clf:no-done", ["incomplete classifier (no DONE marker)"]),
     ("generator-dir", "gen:", ["no classifier.json", "this is a saved generator"]),
     ("base-model-dir", "base:", ["no classifier.json", "this is a base model checkpoint"]),
+    ("other-stage-dir", "STAGE", ["no classifier.json", "this is the output of a 'prepare' stage"]),
     ("other-base-adapter", "clf:other-base-adapter", ["adapter does not fit base"]),
     ("other-base-fingerprint", "clf:other-base-fingerprint", ["another base model"]),
 ]
@@ -287,7 +296,13 @@ CHECKPOINT_CASES = [
 @pytest.mark.parametrize("case", CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
 def test_bad_classifier_checkpoint(case, ck, tmp_path, capsys):
     _, what, needles = case
-    d = tmp_path / "nosuch" if what is None else tmp_path / "empty" if what == "EMPTY" else _broken(ck, tmp_path, what)
+    d = tmp_path / "nosuch" if what is None else tmp_path / "empty" if what in ("EMPTY", "STAGE") else \
+        _broken(ck, tmp_path, what)
+    if what == "STAGE":  # a `blindspot run` stage directory that holds no model
+        d = tmp_path / "stages" / "prepare-0123"
+        d.mkdir(parents=True)
+        (d / "stage.json").write_text(json.dumps({"stage": "prepare", "spec": {}}))
+        (d / "pool.jsonl").write_text("")
     if what == "EMPTY":
         d.mkdir()
     argv = ["evaluate", d, "--set", f"m={ck['data']}", "--out", tmp_path / "o", "--device", "cpu"]

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from blindspot.artifacts import StageSpec, file_fingerprint, topological_order, write_spec
 from blindspot.config import ExperimentConfig, load_config
 from blindspot.data.example import MNLI_LABELS
-from blindspot.data.sources import DataSource
+from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.storage import DONE, atomic_write_json, atomic_write_text, mark_done
 
@@ -60,6 +60,10 @@ def _source_fingerprint(src: DataSource, field: str) -> dict:
         if not path.is_file():
             what = "is a directory, expected a data file" if path.is_dir() else "no such file"
             raise ConfigError(f"field '{field}.path': {path}: {what}")
+        try:
+            source_format(src)  # columns of no known format fail here, before anything runs
+        except BlindspotError as e:
+            raise ConfigError(f"field '{field}': {e}") from None
         raw["sha256"] = file_fingerprint(path)
         raw.pop("path")  # the same bytes at another path are the same data
     return raw

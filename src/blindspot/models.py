@@ -62,7 +62,10 @@ def detect_device(device: str | torch.device = "auto", dtype: str | torch.dtype 
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         why = "CUDA is available" if dev.type == "cuda" else "no CUDA device found"
     else:
-        dev, why = torch.device(device), "as asked"
+        try:
+            dev, why = torch.device(device), "as asked"
+        except RuntimeError:
+            raise ConfigError(f"device: {str(device)!r} is not a device (expected auto, cpu, cuda, cuda:N or mps)") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device: {device!r} asked for but CUDA is not available (use 'cpu' or 'auto')")
     if isinstance(dtype, torch.dtype):
@@ -413,7 +416,13 @@ def adapter_keys(path: Path) -> list[str]:
 
 def directory_kind(path: Path) -> str | None:
     """What a directory holds, from the files that mark each kind (None when nothing matches)."""
-    return next((what for name, what in _DIRECTORY_KINDS if (path / name).exists()), None)
+    what = next((what for name, what in _DIRECTORY_KINDS if (path / name).exists()), None)
+    if what is None and (path / "stage.json").is_file():  # a stage directory of `blindspot run`
+        try:
+            what = f"the output of a {json.loads((path / 'stage.json').read_text())['stage']!r} stage"
+        except (ValueError, KeyError, TypeError):
+            what = "a stage directory"
+    return what
 
 
 def read_adapter_info(path: Path, info_name: str, required: tuple[str, ...], kind: str) -> dict:

@@ -103,20 +103,31 @@ def _load_hub_nli(src: DataSource) -> NLISet:
                        meta={"kind": "nli", "format": "nli", "hub": src.hub, "split": src.split})
 
 
+def source_format(src: DataSource) -> Format:
+    """The format a source is read in: given, implied by its maps, or recognised from a file's columns.
+
+    Cheap (a file's header or first line), so a plan can check every source before anything runs.
+    """
+    check_source(src)
+    if src.hub is not None:
+        return src.format or detect_format(src.hub)
+    if src.columns:
+        return "nli"
+    return file_format(src.path, src.format or ("nli" if has_maps(src) else None), detect_format(src.path))
+
+
 def load_source(src: DataSource | str) -> NLISet:
     """Load one NLI set from a DataSource or a path / `hub:ID[:SPLIT]` string."""
     if isinstance(src, str):
         src = parse_source(src)
-    check_source(src)
+    fmt = source_format(src)
     if src.hub is not None:
-        fmt = src.format or detect_format(src.hub)
         if fmt == "mnli":
             return load_mnli_hub(src.split, src.hub, src.config, src.name, src.keep_no_gold)
         if fmt == "hans":
             return load_hans_hub(src.split, src.hub, src.config, src.name)
         return _load_hub_nli(src)
     hint = detect_format(src.path)
-    fmt = "nli" if src.columns else file_format(src.path, src.format or ("nli" if has_maps(src) else None), hint)
     # a set recognised by its columns, not its name (SNLI read as MNLI): named after its file
     name = src.name or (None if fmt == hint and fmt != "nli" else file_stem(src.path))
     if fmt == "mnli":
