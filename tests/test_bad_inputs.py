@@ -148,7 +148,7 @@ SOURCE_CASES = [
     ("bad-format", "{p}:format=xml", ["field 'format'", "'mnli', 'hans' or 'nli'"]),
     ("option-without-value", "{p}:premise=", ["is not KEY=VALUE"]),
     ("column-not-in-file", "{p}:premise=sentence1,hypothesis=sentence2,label=gold",
-     ["{p}:1:", "missing column 'gold' (field label)"]),
+     ["{p}", "column map label='gold': no column 'gold' in the file", "columns: pairID, genre, gold_label"]),
     ("column-map-key-unknown", "{p}:premise=sentence1,hypothesis=sentence2,label=gold_label,speaker=x",
      ["unknown option 'speaker'"]),
     ("label-map-item", "{p}:premise=sentence1,hypothesis=sentence2,label=gold_label,labels=e-entailment",

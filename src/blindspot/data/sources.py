@@ -22,7 +22,7 @@ from blindspot.data.example import NLISet
 from blindspot.data.generic import check_column_map, load_nli, rows_to_set, default_label_space, REQUIRED
 from blindspot.data.hans import load_hans, load_hans_hub
 from blindspot.data.mnli import load_mnli, load_mnli_hub
-from blindspot.data.readers import iter_hub_rows
+from blindspot.data.readers import iter_hub_rows, peek_columns, resolve_path
 from blindspot.data.recognise import file_format
 from blindspot.errors import ConfigError, DataError
 
@@ -103,6 +103,18 @@ def _load_hub_nli(src: DataSource) -> NLISet:
                        meta={"kind": "nli", "format": "nli", "hub": src.hub, "split": src.split})
 
 
+def _check_mapped_columns(path: str, columns: dict[str, str]) -> None:
+    """A column map's columns must be in the file (its header, or its first JSON object)."""
+    p = resolve_path(path)
+    columns = check_column_map(columns, str(p))
+    have = peek_columns(p)
+    absent = [f for f, c in columns.items() if c not in have]
+    if absent:
+        f = absent[0]
+        raise DataError(f"{p}: column map {f}={columns[f]!r}: no column {columns[f]!r} in the file "
+                        f"(columns: {', '.join(have)})")
+
+
 def source_format(src: DataSource) -> Format:
     """The format a source is read in: given, implied by its maps, or recognised from a file's columns.
 
@@ -112,6 +124,7 @@ def source_format(src: DataSource) -> Format:
     if src.hub is not None:
         return src.format or detect_format(src.hub)
     if src.columns:
+        _check_mapped_columns(src.path, src.columns)
         return "nli"
     return file_format(src.path, src.format or ("nli" if has_maps(src) else None), detect_format(src.path))
 
