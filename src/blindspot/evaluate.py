@@ -363,9 +363,9 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
 # --- command line ---------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("classifier", help="directory of a trained classifier (train-classifier output)")
     from blindspot.data.source_args import SOURCE_SYNTAX
 
+    parser.add_argument("classifier", help="directory of a trained classifier (train-classifier output)")
     parser.add_argument("--set", dest="sets", action="append", required=True, metavar="[NAME=]SOURCE",
                         help=f"an evaluation set; SOURCE: {SOURCE_SYNTAX}; repeat for several sets")
     parser.add_argument("--out", required=True, help="output directory (metrics.json, predictions/, meta.json, DONE)")

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
 from blindspot.lora import FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable, upcast_trainable
-from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect_device, load_base_model, load_tokenizer,
-                              read_adapter_info, resolve_model, save_adapter_dir, verified_base)
+from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect_device, load_base_model,
+                              load_tokenizer, read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.runmeta import run_metadata
 from blindspot.storage import is_done
 from blindspot.templates import CLASSIFIER_TEMPLATES, encode_classifier_inputs
