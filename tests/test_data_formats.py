@@ -177,3 +177,14 @@ def test_source_parsing_details():
     assert default_set_name(parse_source_text("hub:nyu-mll/multi_nli:validation_matched")) == "multi_nli-validation_matched"
     with pytest.raises(ConfigError, match="keep_no_gold='perhaps': expected true or false"):
         parse_source_text("x.csv:keep_no_gold=perhaps")
+
+
+def test_mapping_sources_as_in_a_train_classifier_config(tmp_path):
+    p = _sick(tmp_path)
+    s = load_source({"path": str(p), "columns": {"premise": "sentence_A", "hypothesis": "sentence_B",
+                                                 "label": "entailment_label"}, "labels": {"NEUTRAL": None}})
+    assert len(s) == 2 and s.meta["dropped_by_label_map"] == 1
+    with pytest.raises(ConfigError, match="data source: field 'colums': unknown field"):
+        load_source({"path": str(p), "colums": {}})
+    with pytest.raises(ConfigError, match="expected a path, hub:ID:SPLIT or a mapping"):
+        load_source(3)

@@ -103,14 +103,15 @@ def _source_file(path: str, where: str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of source fields (path, format, columns, labels, ...), "
                           f"got {type(raw).__name__}")
-    if isinstance(raw.get("labels"), dict):  # YAML reads 0: entailment with an int key
-        raw["labels"] = {str(k): v for k, v in raw["labels"].items()}
     return raw
 
 
 def _validated(fields: dict, where: str):
+    """A DataSource from a mapping of its fields; one ConfigError naming the first bad field."""
     from blindspot.data.sources import DataSource
 
+    if isinstance(fields.get("labels"), dict):  # YAML reads `0: entailment` with an int key
+        fields = {**fields, "labels": {str(k): v for k, v in fields["labels"].items()}}
     try:
         return DataSource.model_validate(fields)
     except ValidationError as e:
@@ -135,6 +136,11 @@ def parse_source_text(text: str, where: str | None = None):
     else:
         fields = {"path": base, **fields}
     return _validated(fields, where)
+
+
+def source_from_mapping(raw: dict, where: str = "data source"):
+    """A DataSource from a YAML mapping (path or hub, format, columns, labels, ...)."""
+    return _validated(dict(raw), where)
 
 
 def parse_named_source(text: str, option: str = "source"):

@@ -129,10 +129,17 @@ def source_format(src: DataSource) -> Format:
     return file_format(src.path, src.format or ("nli" if has_maps(src) else None), detect_format(src.path))
 
 
-def load_source(src: DataSource | str) -> NLISet:
-    """Load one NLI set from a DataSource or a path / `hub:ID[:SPLIT]` string."""
+def load_source(src: DataSource | str | dict) -> NLISet:
+    """Load one NLI set from a DataSource, a command-line source string, or a mapping of DataSource fields."""
     if isinstance(src, str):
         src = parse_source(src)
+    elif isinstance(src, dict):
+        from blindspot.data.source_args import source_from_mapping
+
+        src = source_from_mapping(src)
+    elif not isinstance(src, DataSource):
+        raise ConfigError(f"data source: expected a path, hub:ID:SPLIT or a mapping with path / hub, "
+                          f"got {type(src).__name__} {src!r}")
     fmt = source_format(src)
     if src.hub is not None:
         if fmt == "mnli":
