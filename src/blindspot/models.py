@@ -32,6 +32,8 @@ import torch
 
 from safetensors import SafetensorError
 
+from blindspot.checkpoint_files import (TOKENIZER_JSON_FILES, _first_line, adapter_keys,  # noqa: F401 (re-exported)
+                                        directory_kind, read_json_file)
 from blindspot.errors import CheckpointError, ConfigError
 from blindspot.lora import LoraSpec, add_lora  # noqa: F401  (part of this module's interface)
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, mark_done
@@ -376,53 +378,6 @@ def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict
     atomic_write_json(out_dir / "meta.json", meta)
     mark_done(out_dir)
     log.info("saved %s", out_dir / info_name)
-
-
-TOKENIZER_JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-# Files that say what a directory is, for "this is not a saved classifier, it is ...".
-_DIRECTORY_KINDS = (("classifier.json", "a saved classifier"), ("generator.json", "a saved generator"),
-                    ("metrics.json", "an evaluation output"), ("synthetic.jsonl", "a generate output"),
-                    ("kept.jsonl", "a filter output"), ("audit.json", "an audit output"),
-                    ("config.json", "a base model checkpoint"), ("stages", "a run directory"))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
-
-
-def read_json_file(path: Path) -> object:
-    """A JSON file of a checkpoint; CheckpointError naming it when truncated or corrupt."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt JSON ({_first_line(e)})") from None
-
-
-def adapter_keys(path: Path) -> list[str]:
-    """Tensor names of a saved adapter, after checking adapter_config.json and the safetensors header."""
-    config = read_json_file(path / ADAPTER_FILES[0])
-    if not isinstance(config, dict) or "peft_type" not in config:
-        raise CheckpointError(f"{path / ADAPTER_FILES[0]}: not a peft adapter config (no peft_type)")
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path / ADAPTER_FILES[1], "pt") as f:
-            return list(f.keys())
-    except (SafetensorError, OSError) as e:  # a cut file fails here: its header promises more bytes
-        raise CheckpointError(f"{path / ADAPTER_FILES[1]}: truncated or corrupt safetensors file "
-                              f"({_first_line(e)})") from None
-
-
-def directory_kind(path: Path) -> str | None:
-    """What a directory holds, from the files that mark each kind (None when nothing matches)."""
-    what = next((what for name, what in _DIRECTORY_KINDS if (path / name).exists()), None)
-    if what is None and (path / "stage.json").is_file():  # a stage directory of `blindspot run`
-        try:
-            what = f"the output of a {json.loads((path / 'stage.json').read_text())['stage']!r} stage"
-        except (ValueError, KeyError, TypeError):
-            what = "a stage directory"
-    return what
 
 
 def read_adapter_info(path: Path, info_name: str, required: tuple[str, ...], kind: str) -> dict:
