@@ -200,6 +200,8 @@ CONFIG_CASES = [
     ("eval-path-directory", {"data.eval": {"m": {"path": "{d}"}}}, [], ["field 'data.eval.m.path'", "is a directory"]),
     ("eval-columns-of-no-format", {"data.eval": {"m": {"path": "{d}/sick.tsv"}}}, [],
      ["field 'data.eval.m'", "sick.tsv", "match no known format", "premise=sentence_A"]),
+    ("hub-source-without-split", {"data.train": {"hub": "nyu-mll/multi_nli"}}, [],
+     ["field 'data.train'", "a split is required"]),
     ("per-label-unknown-label", {"generation.per_label": {"entailment": 5, "maybe": 5}}, [],
      ["field 'generation.per_label'", "unknown label 'maybe'", "entailment, neutral, contradiction"]),
     ("per-label-left-out", {"generation.per_label": {"entailment": 5}}, [],

@@ -60,12 +60,12 @@ def _source_fingerprint(src: DataSource, field: str) -> dict:
         if not path.is_file():
             what = "is a directory, expected a data file" if path.is_dir() else "no such file"
             raise ConfigError(f"field '{field}.path': {path}: {what}")
-        try:
-            source_format(src)  # columns of no known format fail here, before anything runs
-        except BlindspotError as e:
-            raise ConfigError(f"field '{field}': {e}") from None
         raw["sha256"] = file_fingerprint(path)
         raw.pop("path")  # the same bytes at another path are the same data
+    try:
+        source_format(src)  # a hub id without split, columns of no known format: fail before anything runs
+    except BlindspotError as e:
+        raise ConfigError(f"field '{field}': {e}") from None
     return raw
 
 
