@@ -88,9 +88,12 @@ def test_two_way_labels_and_markdown():
 
 
 def test_parse_named():
-    assert audit.parse_named("synthetic=runs/x/kept.jsonl") == ("synthetic", "runs/x/kept.jsonl")
-    assert audit.parse_named("runs/x/kept.jsonl") == (None, "runs/x/kept.jsonl")
-    assert audit.parse_named("hub:nyu-mll/multi_nli:train") == (None, "hub:nyu-mll/multi_nli:train")
+    from blindspot.data.source_args import split_name
+
+    assert split_name("synthetic=runs/x/kept.jsonl") == ("synthetic", "runs/x/kept.jsonl")
+    assert split_name("runs/x/kept.jsonl") == (None, "runs/x/kept.jsonl")
+    assert split_name("hub:nyu-mll/multi_nli:train") == (None, "hub:nyu-mll/multi_nli:train")
+    assert split_name("dev.csv:premise=s1,hypothesis=s2,label=g") == (None, "dev.csv:premise=s1,hypothesis=s2,label=g")
 
 
 def test_cli_audit_json_markdown_and_errors(tmp_path, capsys):

@@ -129,7 +129,7 @@ def test_source_parsing_detection_and_conflicts(tmp_path):
     with pytest.raises(ConfigError, match="split is required"):
         load_source("hub:nyu-mll/multi_nli")
     with pytest.raises(ConfigError, match="for format 'nli' only"):
-        load_source(DataSource(path="multinli_1.0_train.jsonl", columns={"premise": "a"}))
+        load_source(DataSource(path="multinli_1.0_train.jsonl", format="mnli", columns={"premise": "a"}))
     assert json.loads(DataSource(path="x.jsonl").model_dump_json())["path"] == "x.jsonl"
 
 

@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import random
-import re
 import sys
 import time
 from collections import Counter
@@ -167,35 +166,18 @@ def audit_sets(sets: Mapping[str, NLISet | Sequence[NLIExample]], seed: int = 0)
     return {"sets": out, "subsample_size": k, "seed": seed, "method": METHOD}
 
 
-_NAMED = re.compile(r"^([A-Za-z0-9_.+-]+)=(.+)$")
-
-
-def parse_named(spec: str) -> tuple[str | None, str]:
-    """'NAME=SOURCE' -> (NAME, SOURCE); a bare source -> (None, SOURCE)."""
-    m = _NAMED.match(spec)
-    return (m.group(1), m.group(2)) if m else (None, spec)
-
-
-def default_name(source: str, loaded: NLISet) -> str:
-    """A set's name from its file name without extensions (hub sources: the loader's name)."""
-    if source.startswith("hub:"):
-        return loaded.name or source
-    name = Path(source).name
-    for ext in (".gz", ".jsonl", ".json", ".tsv", ".txt", ".csv"):
-        name = name.removesuffix(ext)
-    return name
-
-
 def load_named_sets(specs: Sequence[str]) -> tuple[dict[str, NLISet], dict[str, str]]:
-    """Load NAME=SOURCE / SOURCE specs; names must be unique."""
+    """Load [NAME=]SOURCE specs (blindspot.data.source_args syntax); names must be unique."""
+    from blindspot.data.source_args import default_set_name, parse_named_source, source_text
     from blindspot.data.sources import load_source
 
     sets: dict[str, NLISet] = {}
     where: dict[str, str] = {}
     for spec in specs:
-        name, source = parse_named(spec)
-        loaded = load_source(source)
-        name = name or default_name(source, loaded)
+        name, src = parse_named_source(spec, "source")
+        loaded = load_source(src)
+        name = name or (loaded.name if src.hub is not None else default_set_name(src))
+        source = source_text(src)
         if name in sets:
             raise ConfigError(f"two sets are named {name!r} ({where[name]} and {source}); "
                               f"name them with NAME=SOURCE")
@@ -291,8 +273,10 @@ def print_rich(audit: dict) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from blindspot.data.source_args import SOURCE_SYNTAX
+
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
-                        help="NLI sets to audit: NAME=SOURCE or SOURCE (a file, or hub:ID[:SPLIT])")
+                        help=f"NLI sets to audit, [NAME=]SOURCE; SOURCE: {SOURCE_SYNTAX}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the equal-size subsample for distinct-n")
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print the audit as JSON instead of a table")

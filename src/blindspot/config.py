@@ -72,8 +72,10 @@ class GenerationConfig(BaseModel):
 
     model_config = FROZEN
     per_label: int | dict[str, int] = Field(description="Valid synthetic examples sampled per label (before "
-                                            "filtering): one number, or label -> number (a lexical-overlap "
-                                            "filter keeps few entailment pairs, so ask for more of those).")
+                                            "filtering): one number, or label -> number for every label "
+                                            "(entailment, neutral, contradiction: each is generated, and "
+                                            "augmentation draws m/3 of each); a lexical-overlap filter keeps "
+                                            "few entailment pairs, so ask for more of those.")
     batch_size: int = Field(32, ge=1, description="Rows sampled together.")
     temperature: float = Field(1.0, ge=0, description="Softmax temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass (1 = off).")
@@ -82,6 +84,29 @@ class GenerationConfig(BaseModel):
     max_attempts_factor: float = Field(5.0, ge=1, description="Give up on a label after this many x per_label samples.")
     keep_leaked: bool = Field(False, description="Keep synthetic pairs that also occur in an evaluation set.")
     seed: int = Field(0, description="Sampling seed; shared by every condition seed.")
+
+    @field_validator("per_label")
+    @classmethod
+    def _every_label(cls, v: int | dict[str, int]) -> int | dict[str, int]:
+        """A count >= 1 for each of MNLI's labels: no unknown label, none left out (it would be missing)."""
+        from blindspot.data.example import MNLI_LABELS
+
+        expected = ", ".join(MNLI_LABELS)
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError(f"must be >= 1, got {v}")
+            return v
+        unknown = [k for k in v if k not in MNLI_LABELS]
+        if unknown:
+            raise ValueError(f"unknown label {unknown[0]!r} (expected labels {expected})")
+        missing = [k for k in MNLI_LABELS if k not in v]
+        if missing:
+            raise ValueError(f"no count for {', '.join(missing)}: every label is generated and augmentation "
+                             f"draws m/3 of each, so give a count for each of {expected} (or one number for all)")
+        bad = {k: n for k, n in v.items() if n < 1}
+        if bad:
+            raise ValueError(f"counts must be >= 1, got {bad}")
+        return v
 
 
 class AugmentConfig(BaseModel):

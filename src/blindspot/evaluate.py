@@ -267,6 +267,16 @@ def _subsample(name: str, s: NLISet, kind: SetKind, per_subcase: int | None, per
     return sub, {"key": key, "per_group": k, "seed": seed, "n_full": len(s)}
 
 
+def _source_label(src, name: str) -> str:
+    """How a set's source is recorded in the spec: its path / command-line text."""
+    if isinstance(src, NLISet):
+        return src.source or name
+    from blindspot.data.source_args import source_text
+    from blindspot.data.sources import DataSource
+
+    return source_text(src) if isinstance(src, DataSource) else str(src)
+
+
 def _resolve_classifier(classifier, device: str):
     """A Classifier as is, or load one from its directory."""
     if isinstance(classifier, (str, Path)):
@@ -302,7 +312,7 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
         raise ConfigError("no evaluation sets given (use --set NAME=SOURCE)")
     loaded = _load_sets(sets)
     spec = {"classifier": str(classifier if isinstance(classifier, (str, Path)) else classifier.path),
-            "sets": {n: str(src if not isinstance(src, NLISet) else src.source or n) for n, src in sets.items()},
+            "sets": {n: _source_label(src, n) for n, src in sets.items()},
             "batch_size": batch_size, "per_subcase": per_subcase, "per_label": per_label, "seed": seed,
             "max_length": max_length}
     if _check_out_dir(out_dir, spec):
@@ -353,22 +363,12 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
 
 # --- command line ---------------------------------------------------------------------------
 
-def parse_set(text: str) -> tuple[str, str]:
-    """NAME=SOURCE, or a bare SOURCE named after its file (multinli_1.0_dev_matched.jsonl.gz -> ...)."""
-    name, sep, source = text.partition("=")
-    if sep and _SET_NAME.match(name):
-        return name, source
-    stem = Path(text).name
-    for suffix in (".gz", ".jsonl", ".json", ".tsv", ".txt", ".csv"):
-        stem = stem.removesuffix(suffix)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "set", text
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from blindspot.data.source_args import SOURCE_SYNTAX
+
     parser.add_argument("classifier", help="directory of a trained classifier (train-classifier output)")
-    parser.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=SOURCE",
-                        help="an evaluation set: NAME=SOURCE as accepted by load_source (a file path or "
-                             "hub:ID[:SPLIT]); repeat for several sets")
+    parser.add_argument("--set", dest="sets", action="append", required=True, metavar="[NAME=]SOURCE",
+                        help=f"an evaluation set; SOURCE: {SOURCE_SYNTAX}; repeat for several sets")
     parser.add_argument("--out", required=True, help="output directory (metrics.json, predictions/, meta.json, DONE)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="most examples per forward pass (long examples run in smaller batches)")
@@ -383,9 +383,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    sets: dict[str, str] = {}
+    from blindspot.data.source_args import default_set_name, parse_named_source
+
+    sets: dict[str, Any] = {}
     for text in args.sets:
-        name, source = parse_set(text)
+        name, source = parse_named_source(text, "--set")
+        name = name or default_set_name(source)
         if name in sets:
             raise ConfigError(f"--set {text!r}: the name {name!r} is used twice")
         sets[name] = source

@@ -175,8 +175,9 @@ def run_filter(source, filter_name: str, out_dir: str | Path, keep_dropped: bool
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="NLI set to filter: an examples JSONL, an MNLI/HANS/NLI file, "
-                                      "or hub:ID[:SPLIT]")
+    from blindspot.data.source_args import SOURCE_SYNTAX
+
+    parser.add_argument("input", help=f"NLI set to filter (an examples JSONL, an MNLI/HANS/NLI file); {SOURCE_SYNTAX}")
     parser.add_argument("--filter", required=True, dest="filter_name", metavar="NAME",
                         help=f"which filter: {', '.join(FILTERS)}")
     parser.add_argument("--out", required=True, type=Path, help="output directory")

@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
 from blindspot.lora import LoraSpec, add_lora, peft_internal_deprecations_hidden
-from blindspot.models import (ADAPTER_FILES, base_identity, detect_device, load_base_model, load_tokenizer,
-                              read_adapter_info, resolve_model, save_adapter_dir, verified_base)
+from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect_device, load_base_model,
+                              load_tokenizer, read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.parsing import GenerationTemplate, check_template
 from blindspot.runmeta import run_metadata
 from blindspot.storage import is_done
@@ -208,6 +208,9 @@ def load_generator(path: str | Path, device: str | torch.device = "auto", dtype:
     missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+    if any(".score." in k for k in adapter_keys(path)):
+        raise CheckpointError(f"{path / ADAPTER_FILES[1]}: adapter has a classification head (a classifier's? "
+                              "expected a generator's)")
     base_path = verified_base(info["base"], path)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)

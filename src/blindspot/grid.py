@@ -31,8 +31,8 @@ from typing import Literal
 from blindspot.artifacts import StageSpec, file_fingerprint, topological_order, write_spec
 from blindspot.config import ExperimentConfig, load_config
 from blindspot.data.example import MNLI_LABELS
-from blindspot.data.sources import DataSource
-from blindspot.errors import BlindspotError
+from blindspot.data.sources import DataSource, source_format
+from blindspot.errors import BlindspotError, ConfigError
 from blindspot.storage import DONE, atomic_write_json, atomic_write_text, mark_done
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,28 @@ class Plan:
     audit: StageSpec | None = None
 
 
-def _source_fingerprint(src: DataSource) -> dict:
-    """What identifies a data source's content: a file's sha256, or a hub id + split."""
+def _source_fingerprint(src: DataSource, field: str) -> dict:
+    """What identifies a data source's content: a file's sha256, or a hub id + split.
+
+    `field` is the config field of the source (data.train), named when its file is missing.
+    """
     raw = src.model_dump(mode="json", exclude_none=True)
     if src.path:
         from blindspot.data.readers import resolve_path
 
-        raw["sha256"] = file_fingerprint(resolve_path(src.path))
+        try:
+            path = resolve_path(src.path)
+        except BlindspotError as e:
+            raise ConfigError(f"field '{field}.path': {e}") from None
+        if not path.is_file():
+            what = "is a directory, expected a data file" if path.is_dir() else "no such file"
+            raise ConfigError(f"field '{field}.path': {path}: {what}")
+        raw["sha256"] = file_fingerprint(path)
         raw.pop("path")  # the same bytes at another path are the same data
+    try:
+        source_format(src)  # a hub id without split, columns of no known format: fail before anything runs
+    except BlindspotError as e:
+        raise ConfigError(f"field '{field}': {e}") from None
     return raw
 
 
@@ -77,8 +91,8 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     prepare = StageSpec("prepare", {
         "train": d.train.model_dump(mode="json"), "eval": {k: v.model_dump(mode="json") for k, v in d.eval.items()},
         "clean": d.clean, "validation_per_label": d.validation_per_label, "split_seed": d.split_seed,
-        "content": {"train": _source_fingerprint(d.train),
-                    "eval": {k: _source_fingerprint(v) for k, v in d.eval.items()}},
+        "content": {"train": _source_fingerprint(d.train, "data.train"),
+                    "eval": {k: _source_fingerprint(v, f"data.eval.{k}") for k, v in d.eval.items()}},
     }, label="prepare data")
     # tiny-llama is built from the data (its tokenizer is trained on the pool): once per experiment.
     model_inputs = {"prepare": prepare}
@@ -282,7 +296,10 @@ def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, st
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
     run_dir = Path(out) if out else Path("runs") / cfg.name
     store = Path(store) if store else run_dir / "stages"
-    plan = build_plan(cfg)
+    try:
+        plan = build_plan(cfg)
+    except ConfigError as e:  # a data path that is not there: name the config file too
+        raise ConfigError(f"{config}: {e}" if not isinstance(config, ExperimentConfig) else str(e)) from None
     if dry_run:
         print_plan(plan, store)
         return run_dir

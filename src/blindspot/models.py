@@ -30,6 +30,10 @@ from typing import Literal
 
 import torch
 
+from safetensors import SafetensorError
+
+from blindspot.checkpoint_files import (TOKENIZER_JSON_FILES, _first_line, adapter_keys,  # noqa: F401 (re-exported)
+                                        directory_kind, read_json_file)
 from blindspot.errors import CheckpointError, ConfigError
 from blindspot.lora import LoraSpec, add_lora  # noqa: F401  (part of this module's interface)
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, mark_done
@@ -60,7 +64,10 @@ def detect_device(device: str | torch.device = "auto", dtype: str | torch.dtype 
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         why = "CUDA is available" if dev.type == "cuda" else "no CUDA device found"
     else:
-        dev, why = torch.device(device), "as asked"
+        try:
+            dev, why = torch.device(device), "as asked"
+        except RuntimeError:
+            raise ConfigError(f"device: {str(device)!r} is not a device (expected auto, cpu, cuda, cuda:N or mps)") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device: {device!r} asked for but CUDA is not available (use 'cpu' or 'auto')")
     if isinstance(dtype, torch.dtype):
@@ -246,7 +253,16 @@ def load_tokenizer(path: str | Path):
     """The checkpoint's tokenizer with a pad token (eos, else unk, if it has none), padding right."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    if Path(path).is_dir() and not any((Path(path) / n).is_file() for n in (*TOKENIZER_JSON_FILES, "tokenizer.model")):
+        raise CheckpointError(f"{path}: no tokenizer files (expected tokenizer.json and tokenizer_config.json)")
+    for name in TOKENIZER_JSON_FILES:
+        if (Path(path) / name).is_file():
+            read_json_file(Path(path) / name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, ImportError) as e:  # hub, tokenizers, sentencepiece
+        raise CheckpointError(f"{path}: cannot load a tokenizer (expected tokenizer.json or a tokenizer model "
+                              f"beside tokenizer_config.json): {_first_line(e)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if tokenizer.pad_token is None:
@@ -262,7 +278,12 @@ def load_base_model(path: str | Path, task: Task = "classification", num_labels:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     dev, dt = detect_device(device, dtype)
-    config = AutoConfig.from_pretrained(path)
+    if (Path(path) / "config.json").is_file():
+        read_json_file(Path(path) / "config.json")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: cannot read the model config: {_first_line(e)}") from None
     config.pad_token_id = load_tokenizer(path).pad_token_id if pad_token_id is None else pad_token_id
     kwargs: dict = {"config": config, "dtype": dt}
     if task == "classification":
@@ -274,7 +295,10 @@ def load_base_model(path: str | Path, task: Task = "classification", num_labels:
         kwargs |= {"quantization_config": _nf4_config(dev, dt), "device_map": {"": dev.index or 0}}
     elif quantize != "none":
         raise ConfigError(f"quantize: {quantize!r} is not one of none, 4bit")
-    model = cls.from_pretrained(path, **kwargs)
+    try:
+        model = cls.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, SafetensorError) as e:  # truncated or missing weight files
+        raise CheckpointError(f"{path}: cannot load the model weights (truncated or corrupt?): {_first_line(e)}") from None
     if quantize == "none":
         model.to(dev)
     log.info("loaded %s as %s on %s (%s%s), %.1fM parameters", path, task, dev, str(dt).removeprefix("torch."),
@@ -364,7 +388,9 @@ def read_adapter_info(path: Path, info_name: str, required: tuple[str, ...], kin
         if missing or not {"name", "path", "fingerprint"} <= set(info["base"]):
             raise ValueError(f"missing {', '.join(missing) or 'base.name/path/fingerprint'}")
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no {info_name} (not a saved {kind})") from None
+        what = directory_kind(path)
+        raise CheckpointError(f"{path}: no {info_name}, expected a saved {kind}"
+                              + (f" (this is {what})" if what else f" (the output of blindspot train-{kind})")) from None
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path / info_name}: corrupt ({e})") from None
     return info

@@ -27,8 +27,8 @@ from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
 from blindspot.lora import (FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable,
                            peft_internal_deprecations_hidden, upcast_trainable)
-from blindspot.models import (ADAPTER_FILES, base_identity, detect_device, load_base_model, load_tokenizer,
-                              read_adapter_info, resolve_model, save_adapter_dir, verified_base)
+from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect_device, load_base_model,
+                              load_tokenizer, read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.runmeta import run_metadata
 from blindspot.storage import is_done
 from blindspot.templates import CLASSIFIER_TEMPLATES, encode_classifier_inputs
@@ -174,7 +174,6 @@ def _read_info(path: Path) -> dict:
 
 def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifier:
     from peft import PeftModel
-    from safetensors import safe_open
 
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such classifier directory")
@@ -184,9 +183,9 @@ def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifi
     missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)}")
-    with safe_open(path / ADAPTER_FILES[1], "pt") as f:
-        if not any(".score." in k for k in f.keys()):  # else peft would silently keep a random head
-            raise CheckpointError(f"{path}: adapter file has no trained score head")
+    if not any(".score." in k for k in adapter_keys(path)):  # else peft would silently keep a random head
+        raise CheckpointError(f"{path / ADAPTER_FILES[1]}: adapter file has no trained score head "
+                              "(a generator's adapter? expected a classifier's)")
     base_path = verified_base(info["base"], path)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)

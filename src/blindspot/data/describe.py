@@ -2,7 +2,8 @@
 
     blindspot data describe ../shared/data/mnli-subset/multinli_1.0_train.jsonl.gz --clean
     blindspot data describe ../shared/data/hans-regen/heuristics_evaluation_set.jsonl.gz --json
-    blindspot data describe snli_1.0_dev.jsonl --columns premise=sentence1,hypothesis=sentence2,label=gold_label
+    blindspot data describe snli_1.0_dev.jsonl       # SNLI has MNLI's columns: recognised with no map
+    blindspot data describe "anli=dev.jsonl:premise=context,hypothesis=hypothesis,label=label,id=uid,labels=e:entailment/n:neutral/c:contradiction"
 
 For each set: rows per label, per genre (null genre counted as "null"), per heuristic x
 label and per subcase (HANS), rows the loader dropped for want of a gold label, with
@@ -21,7 +22,7 @@ from collections import Counter, defaultdict
 
 from blindspot.data.cleaning import clean_mnli, split_validation
 from blindspot.data.example import NLISet
-from blindspot.data.sources import DataSource, load_source, parse_source
+from blindspot.data.sources import DataSource, load_source
 from blindspot.errors import ConfigError
 from blindspot import heuristics
 
@@ -144,24 +145,34 @@ def _pairs(text: str | None, option: str) -> dict[str, str] | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="data file (JSONL/TSV/TXT/CSV, plain or .gz) or hub:ID:SPLIT")
+    from blindspot.data.source_args import SOURCE_SYNTAX
+
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help=f"[NAME=]SOURCE; SOURCE: {SOURCE_SYNTAX}")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout instead of tables")
     parser.add_argument("--out", metavar="FILE", help="also write the JSON report to this file")
     parser.add_argument("--clean", action="store_true", help="apply the paper's cleaning and report what it removes")
     parser.add_argument("--validation-per-label", type=int, default=250, metavar="N", help="validation examples held out per label (with --clean, MNLI train)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the validation split")
-    parser.add_argument("--format", choices=("mnli", "hans", "nli"), help="data format; unset = detected from each file name / hub id")
-    parser.add_argument("--columns", metavar="MAP", help="nli column map FIELD=COLUMN,... (fields premise, hypothesis, label, id, genre, heuristic, subcase, template)")
-    parser.add_argument("--label-map", metavar="MAP", help="nli label map RAW=LABEL,... (e.g. e=entailment,n=neutral,c=contradiction)")
+    parser.add_argument("--format", choices=("mnli", "hans", "nli"), help="data format of every source; unset = recognised from each file's columns (hub: from the id)")
+    parser.add_argument("--columns", metavar="MAP", help="nli column map of every source, FIELD=COLUMN,... (fields premise, hypothesis, label, id, genre, heuristic, subcase, template); a source's own :KEY=VALUE options win")
+    parser.add_argument("--label-map", metavar="MAP", help="nli label map of every source, RAW:LABEL/... or RAW=LABEL,... (e.g. e:entailment/n:neutral/c:contradiction)")
     parser.add_argument("--labels", metavar="LABELS", help="nli label space, comma-separated; unset = MNLI's (HANS's if the label map yields only those)")
 
 
 def main(args: argparse.Namespace) -> int:
-    columns, label_map = _pairs(args.columns, "--columns"), _pairs(args.label_map, "--label-map")
+    from blindspot.data.source_args import parse_label_map, parse_named_source
+
+    columns = _pairs(args.columns, "--columns")
+    label_map = parse_label_map(args.label_map, "--label-map") if args.label_map else None
     space = [x.strip() for x in args.labels.split(",")] if args.labels else None
-    fmt = args.format or ("nli" if columns or label_map or space else None)
-    sources = [parse_source(t).model_copy(update={"format": fmt, "columns": columns, "labels": label_map,
-                                                  "label_space": space}) for t in args.sources]
+    shared = {k: v for k, v in {"format": args.format, "columns": columns, "labels": label_map,
+                                "label_space": space}.items() if v is not None}
+    sources = []
+    for text in args.sources:
+        name, src = parse_named_source(text, "source")
+        given = src.model_dump(exclude_defaults=True)
+        fields = {**shared, **given, **({"name": name} if name else {})}
+        sources.append(DataSource.model_validate(fields) if fields != given else src)
     report = describe(sources, args.clean, args.validation_per_label, args.seed)
     if args.out:
         from blindspot.storage import atomic_write_json

@@ -63,8 +63,25 @@ def _label(raw, label_map, label_space, where: str, lineno: int) -> str | None:
         return label_map[key]
     if key == NO_GOLD or key in label_space:
         return key
+    if isinstance(key, str) and key.strip().lower() in label_space:  # SICK's ENTAILMENT, stray spaces
+        return key.strip().lower()
     raise DataError(f"{where}:{lineno}: unknown label {raw!r} (expected one of {', '.join(label_space)}"
-                    + (f", or a raw value in the label map: {', '.join(map(str, label_map))})" if label_map else ")"))
+                    + (f", or a raw value in the label map: {', '.join(map(str, label_map))})" if label_map else ")")
+                    + label_map_hint(key, label_space))
+
+
+def label_map_hint(raw, label_space: tuple[str, ...]) -> str:
+    """For raw labels that look like a known coding (e/n/c, 0/1/2), the label map that would read them."""
+    if tuple(label_space) != MNLI_LABELS or not isinstance(raw, str):
+        return ""
+    if raw.strip().lower() in ("e", "n", "c"):
+        return ("; for e/n/c give a label map: labels: {e: entailment, n: neutral, c: contradiction} in YAML, "
+                "or labels=e:entailment/n:neutral/c:contradiction on the command line")
+    if raw.strip() in ("0", "1", "2", "-1"):
+        return ("; if 0/1/2 mean entailment/neutral/contradiction (as on the Hugging Face hub), give a label map: "
+                "labels: {0: entailment, 1: neutral, 2: contradiction} in YAML, or "
+                "labels=0:entailment/1:neutral/2:contradiction on the command line")
+    return ""
 
 
 def rows_to_set(rows: Iterable[Row], where: str, name: str, columns: Mapping[str, str],
@@ -79,7 +96,8 @@ def rows_to_set(rows: Iterable[Row], where: str, name: str, columns: Mapping[str
         for field, col in columns.items():
             v = row.get(col)
             if col not in row and field in required:
-                raise DataError(f"{where}:{lineno}: missing column {col!r} (field {field})")
+                raise DataError(f"{where}:{lineno}: missing column {col!r} (field {field}); the row has "
+                                f"{', '.join(map(str, row)) or 'no columns'}")
             if v is None and field in REQUIRED:
                 raise DataError(f"{where}:{lineno}: null value in column {col!r} (field {field})")
             values[field] = None if v is None or (v == "" and field not in REQUIRED) else v

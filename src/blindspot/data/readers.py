@@ -69,9 +69,9 @@ def open_text(path: str | os.PathLike) -> Iterator[IO[str]]:
     with open(p, "rb") as raw:
         gz = raw.read(2) == b"\x1f\x8b"
     if gz:
-        f = gzip.open(p, "rt", encoding="utf-8", newline="")
-    else:
-        f = open(p, encoding="utf-8", newline="")
+        f = gzip.open(p, "rt", encoding="utf-8-sig", newline="")
+    else:  # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name
+        f = open(p, encoding="utf-8-sig", newline="")
     try:
         yield f
     finally:
@@ -157,6 +157,19 @@ def table_columns(path: str | os.PathLike) -> list[str] | None:
         raise DataError(f"{p}: empty file (expected a header line)")
     delimiter, quoting = ("\t", csv.QUOTE_NONE) if kind == "tsv" else (",", csv.QUOTE_MINIMAL)
     return [h.strip() for h in next(csv.reader([line], delimiter=delimiter, quoting=quoting))]
+
+
+def peek_columns(path: str | os.PathLike) -> list[str]:
+    """Column names of a data file: a TSV/CSV header, or the keys of a JSONL file's first object."""
+    p = resolve_path(path)
+    header = table_columns(p)
+    if header is not None:
+        return header
+    rows = iter_jsonl(p)
+    try:
+        return list(next(rows)[1])
+    finally:
+        rows.close()
 
 
 def iter_hub_rows(hub_id: str, split: str, config: str | None = None) -> Iterator[Row]:
