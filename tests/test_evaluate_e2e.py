@@ -68,11 +68,13 @@ def test_train_save_load_evaluate_compare(classifiers, tmp_path, capsys):
     assert {m["slice"] for m in metrics["sets"]["mnli_m"]["metrics"]} >= {"all", "2way", "genre=fiction"}
     meta = json.loads((outs[1] / "meta.json").read_text())
     assert meta["model"] == str(classifiers[0].parent / "base") and meta["max_length"] == 512
+    assert meta["mfu"]["mfu"] > 0 and meta["mfu"]["tokens"] > 0 and meta["mfu"]["formula"].startswith("2*P")
 
     # the probabilities in the file are the loaded classifier's, computed without the prefix cache too
     clf = load_classifier(trained, device="cpu")
     rows = [json.loads(line) for line in (outs[1] / "predictions" / "mnli_m.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"m{i}" for i in range(len(EXAMPLES))]
+    assert all(set(r["overlap"]) >= {"words"} for r in rows)  # the reliance measure's baseline needs it
     probs = predict_proba(clf.model, clf.tokenizer, clf.template, EXAMPLES, batch_size=1)
     np.testing.assert_allclose(np.array([r["probs"] for r in rows]), probs, atol=1e-5)
 

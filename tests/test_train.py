@@ -141,6 +141,9 @@ def test_exact_output_files_and_records(trained):
     assert [r["step"] for r in rows] == [2, 4, 6]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["device"] == "cpu" and meta["dtype"] == "float32" and meta["train_examples_per_s"] > 0
+    m = meta["mfu"]  # LoRA training FLOPs over the measured CPU peak (blindspot.mfu)
+    assert m["mfu"] > 0 and m["model_flops"] > 0 and m["tokens"] > 24 and m["formula"].startswith("4*P")
+    assert 0 < m["shape"]["trainable_params"] < m["shape"]["params"]
 
 
 def test_untrained_head_is_seeded(base, tmp_path):

@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 
 from blindspot.data.example import HANS_LABELS, MNLI_LABELS, NLIExample, NLISet, to_two_way
 from blindspot.errors import BlindspotError, ConfigError, DataError
+from blindspot.mfu import flop_shape, inference_mfu
+from blindspot.reliance import overlap_flags
 from blindspot.runmeta import run_metadata
 from blindspot.stats import accuracy_row
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
@@ -106,8 +108,11 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
 
 
 def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], batch_size: int = 32,
-                    max_tokens: int | None = None, desc: str = "predict") -> np.ndarray:
-    """Class probabilities [N, num_labels] for pre-tokenised inputs `prefix_ids + suffixes[i]`."""
+                    max_tokens: int | None = None, desc: str = "predict", flops: dict | None = None) -> np.ndarray:
+    """Class probabilities [N, num_labels] for pre-tokenised inputs `prefix_ids + suffixes[i]`.
+
+    `flops`, if given, gets "tokens" and "model_flops" added (real tokens only; blindspot.mfu).
+    """
     device = next(model.parameters()).device
     pad_id = _pad_id(model)
     batches = length_batches([len(s) for s in suffixes], batch_size, max_tokens)
@@ -123,17 +128,26 @@ def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], bat
                 probs[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
     finally:
         model.train(was_training)
+    if flops is not None:
+        shape = flop_shape(model)
+        lengths = [len(s) for s in suffixes]
+        flops["tokens"] = flops.get("tokens", 0) + sum(lengths) + len(prefix_ids)
+        flops["model_flops"] = flops.get("model_flops", 0) + shape.inference(lengths, len(prefix_ids)) + \
+            (shape.inference([len(prefix_ids)]) if prefix_ids else 0)
+        flops["shape"] = shape
     return probs
 
 
 def predict_proba(model, tokenizer, template: str, examples: Sequence[NLIExample], batch_size: int = 32,
-                  max_length: int = 512, max_tokens: int | None = None, desc: str = "predict") -> np.ndarray:
+                  max_length: int = 512, max_tokens: int | None = None, desc: str = "predict",
+                  flops: dict | None = None) -> np.ndarray:
     """Class probabilities [N, num_labels] (classifier label order), prefix computed once."""
     if not examples:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     prefix_ids, suffixes = encode_classifier_inputs(
         tokenizer, template, [(e.premise, e.hypothesis) for e in examples], max_length=max_length)
-    return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, max_tokens=max_tokens, desc=desc)
+    return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, max_tokens=max_tokens, desc=desc,
+                           flops=flops)
 
 
 # --- label spaces and scoring ---------------------------------------------------------------
@@ -219,7 +233,8 @@ def score(examples: Sequence[NLIExample], pred_labels: Sequence[str], set_kind: 
 
 def prediction_rows(examples: Sequence[NLIExample], probs: np.ndarray, classifier_labels: Sequence[str],
                     two_way: bool) -> list[dict]:
-    """Per-example rows: id, gold, pred, pred_eval, correct, probs (+ heuristic, subcase, genre)."""
+    """Per-example rows: id, gold, pred, pred_eval, correct, probs (+ heuristic, subcase, genre; rows
+    without a heuristic also get `overlap`: full lexical overlap under each rule, blindspot.reliance)."""
     rows = []
     for e, p in zip(examples, probs):
         pred = classifier_labels[int(np.argmax(p))]
@@ -229,6 +244,8 @@ def prediction_rows(examples: Sequence[NLIExample], probs: np.ndarray, classifie
         for field in ("heuristic", "subcase", "genre"):
             if getattr(e, field) is not None:
                 row[field] = getattr(e, field)
+        if e.heuristic is None:  # the reliance measure's baseline needs the general set's overlap
+            row["overlap"] = overlap_flags(e.premise, e.hypothesis)
         rows.append(row)
     return rows
 
@@ -318,11 +335,11 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
         two_way = is_two_way(s, labels)
         plan[name] = (kind, two_way, *_subsample(name, s, kind, per_subcase, per_label, seed))
 
-    started, report, timing = time.perf_counter(), {}, {}
+    started, report, timing, flops = time.perf_counter(), {}, {}, {}
     for name, (kind, two_way, s, sub_info) in plan.items():
         t0 = time.perf_counter()
         probs = predict_proba(clf.model, clf.tokenizer, clf.template, s.examples, batch_size=batch_size,
-                              max_length=max_length, desc=name)
+                              max_length=max_length, desc=name, flops=flops)
         seconds = time.perf_counter() - t0
         rows = prediction_rows(s.examples, probs, labels, two_way)
         atomic_write_jsonl(out_dir / "predictions" / f"{name}.jsonl", rows)
@@ -336,6 +353,9 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
 
     wall = time.perf_counter() - started
     total = sum(t["n"] for t in timing.values())
+    dtype = next(clf.model.parameters()).dtype
+    mfu = inference_mfu(flops["shape"], flops["model_flops"], flops["tokens"],
+                        sum(t["seconds"] for t in timing.values()), clf.device, dtype) if flops else None
     eps = round(total / wall, 2) if wall > 0 else None
     atomic_write_json(out_dir / "metrics.json", {
         "sets": report, "classifier": spec["classifier"], "examples_per_s": eps,
@@ -343,8 +363,8 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
     model_name = (info.get("base") or {}).get("name") or (info.get("spec") or {}).get("model") or info.get("model")
     atomic_write_json(out_dir / "meta.json", run_metadata(
         stage="evaluate", spec=spec, classifier=info, model=model_name, max_length=max_length,
-        device=str(getattr(clf, "device", "")), dtype=str(next(clf.model.parameters()).dtype),
-        wall_s=round(wall, 3), examples=total, examples_per_s=eps, sets=timing))
+        device=str(getattr(clf, "device", "")), dtype=str(dtype),
+        wall_s=round(wall, 3), examples=total, examples_per_s=eps, sets=timing, mfu=mfu))
     mark_done(out_dir)
     log.info("evaluation of %d examples in %.1f s (%.1f examples/s) -> %s", total, wall, eps or 0, out_dir)
     return out_dir

@@ -41,6 +41,7 @@ from blindspot.lora import LoraSpec, add_lora
 from blindspot.models import (ADAPTER_FILES, base_identity, detect_device, load_base_model, load_tokenizer,
                               read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.parsing import GenerationTemplate, check_template
+from blindspot.mfu import training_mfu
 from blindspot.runmeta import run_metadata
 from blindspot.storage import is_done
 from blindspot.templates import END_MARKER, GENERATOR_BODY, GENERATOR_PREFIX
@@ -178,13 +179,15 @@ def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_d
     model = load_base_model(base_path, "causal-lm", device=device, dtype=dtype, quantize=spec.quantize,
                             pad_token_id=tokenizer.pad_token_id)
     model = add_lora(model, spec.lora, "causal-lm")
-    result = fit(model, generator_batches(tokenizer, spec, examples), spec.optim, device, desc="train-generator")
+    batches = generator_batches(tokenizer, spec, examples)
+    result = fit(model, batches, spec.optim, device, desc="train-generator")
+    mfu = training_mfu(model, batches, spec.optim.epochs, result.seconds, device, dtype, cache_dir)
     info = {"spec": spec.model_dump(mode="json"), "labels": list(spec.labels),
             "template": {"prefix": template.prefix, "body": template.body, "end_marker": template.end_marker},
             "base": base, "train": {"examples": len(examples), "steps": result.steps,
                                     "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
-                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s)
+                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
     save_adapter_dir(model, tokenizer, out_dir, "generator.json", info, result.log, meta)
     return out_dir
 

@@ -28,6 +28,7 @@ from blindspot.errors import CheckpointError, ConfigError, DataError
 from blindspot.lora import FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable, upcast_trainable
 from blindspot.models import (ADAPTER_FILES, base_identity, detect_device, load_base_model, load_tokenizer,
                               read_adapter_info, resolve_model, save_adapter_dir, verified_base)
+from blindspot.mfu import training_mfu
 from blindspot.runmeta import run_metadata
 from blindspot.storage import is_done
 from blindspot.templates import CLASSIFIER_TEMPLATES, encode_classifier_inputs
@@ -142,17 +143,18 @@ def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | No
                                 pad_token_id=tokenizer.pad_token_id)
         model = add_lora(model, spec.lora, "classification")
         lora = spec.lora.model_dump(mode="json")
-    result = FitResult(0, 0, 0.0, 0.0, [])
+    result, mfu = FitResult(0, 0, 0.0, 0.0, []), None
     if examples:
         batches = classifier_batches(tokenizer, template, examples, spec.labels, spec.optim.batch_size,
                                      spec.max_length, spec.seed)
         result = fit(model, batches, spec.optim, device, desc="train-classifier")
+        mfu = training_mfu(model, batches, spec.optim.epochs, result.seconds, device, dtype, cache_dir)
     info = {"spec": spec.model_dump(mode="json"), "labels": list(spec.labels), "template": template,
             "base": base, "lora": lora, "max_length": spec.max_length,
             "train": {"examples": len(examples), "steps": result.steps,
                       "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
-                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s)
+                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
     save_adapter_dir(model, tokenizer, out_dir, "classifier.json", info, result.log, meta)
     return out_dir
 
