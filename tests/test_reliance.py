@@ -71,3 +71,20 @@ def test_rows_without_overlap_flags_are_refused():
     general = [{"id": "x", "gold": "neutral", "pred": "neutral"}]
     with pytest.raises(DataError, match="no overlap flag"):
         reliance(hans_rows(lambda o: "entailment"), general, "lexical_overlap", where="m.jsonl")
+
+
+def test_paired_bootstrap_of_two_classifiers():
+    from blindspot.compare import compare_reliance
+
+    always = lambda o: "entailment"  # noqa: E731
+    iff = lambda o: "entailment" if o else "neutral"  # noqa: E731
+    same = compare_reliance(hans_rows(iff), general_rows(iff), hans_rows(iff), general_rows(iff),
+                            "lexical_overlap", "words", seed=3)
+    assert same["diff"] == 0 and same["diff_ci"] == [0, 0] and same["p_bootstrap"] == 1
+    got = compare_reliance(hans_rows(iff), general_rows(iff), hans_rows(always), general_rows(always),
+                           "lexical_overlap", "words", seed=3)
+    assert (got["reliance_a"], got["reliance_b"], got["diff"]) == (1, 0, 1)
+    assert got["p_bootstrap"] == pytest.approx(2 / (got["n_boot"] + 1))  # every replicate is 1: the floor
+    again = compare_reliance(hans_rows(iff), general_rows(iff), hans_rows(always), general_rows(always),
+                             "lexical_overlap", "words", seed=3)
+    assert again == got

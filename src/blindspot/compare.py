@@ -7,6 +7,9 @@ labels), then reports each accuracy, the exact McNemar test on the discordant pa
 (scipy.stats.binomtest, two-sided) and the difference in accuracy (A - B) with Newcombe's
 (1998) hybrid score 95 % interval for paired proportions; overall and, when the rows carry
 them, per HANS heuristic x gold label (the blindspot slice among them) and per gold label.
+
+`compare_reliance` compares the reliance measure (blindspot.reliance) of two classifiers, which
+involves two sets (challenge and general), with a seeded paired bootstrap over examples.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import argparse
 import json
 import logging
 from pathlib import Path
+
+import numpy as np
 
 from blindspot.errors import DataError
 from blindspot.stats import mcnemar_exact, paired_difference, paired_table
@@ -85,6 +90,53 @@ def compare_predictions(path_a: str | Path, path_b: str | Path) -> dict:
                                                     [rows_b[i]["correct"] for i in g])}
                         for k, g in sorted(groups.items())]
     return result
+
+
+BOOTSTRAP = "paired bootstrap over examples (both sets resampled, the same draws for A and B), percentile 95 %"
+N_BOOTSTRAP = 2000
+
+
+def _aligned(rows_a: list[dict], rows_b: list[dict], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Says-entailment vectors of A and B over the same examples, paired by id."""
+    from blindspot.reliance import says_entailment
+
+    by_id = {r["id"]: r for r in rows_b}
+    if set(by_id) != {r["id"] for r in rows_a}:
+        raise DataError(f"{where}: the two classifiers' reliance rows are not the same examples")
+    return (np.array([says_entailment(r) for r in rows_a], dtype=float),
+            np.array([says_entailment(by_id[r["id"]]) for r in rows_a], dtype=float))
+
+
+def compare_reliance(challenge_a: list[dict], general_a: list[dict], challenge_b: list[dict], general_b: list[dict],
+                     heuristic: str, rule: str, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> dict:
+    """reliance(A) - reliance(B) on the same examples, with a seeded paired bootstrap interval and p.
+
+    Each replicate resamples the challenge rows (heuristic h, gold non-entailment) and the baseline
+    rows (general set, gold non-entailment, no overlap) with replacement, independently of each
+    other, and uses the same draws for A and B, so the example-to-example correlation of the two
+    classifiers is kept. p = 2 (t + 1) / (B + 1), t = the replicate differences on the smaller side of 0.
+    """
+    from blindspot.reliance import baseline_rows, challenge_rows
+
+    ca, cb = _aligned(challenge_rows(challenge_a, heuristic), challenge_rows(challenge_b, heuristic), "challenge")
+    ga, gb = _aligned(baseline_rows(general_a, rule), baseline_rows(general_b, rule), "baseline")
+    if not len(ca) or not len(ga):
+        raise DataError(f"reliance on {heuristic}: no challenge or baseline rows to compare")
+    rng = np.random.default_rng(seed)
+    dc, dg = ca - cb, ga - gb  # per-example differences: reliance(A) - reliance(B) = mean(dc) - mean(dg)
+    reps = np.empty(n_boot)
+    for start in range(0, n_boot, 250):  # chunks keep memory at 250 x n
+        k = min(250, n_boot - start)
+        reps[start:start + k] = (dc[rng.integers(0, len(dc), (k, len(dc)))].mean(axis=1)
+                                 - dg[rng.integers(0, len(dg), (k, len(dg)))].mean(axis=1))
+    diff = float(dc.mean() - dg.mean())
+    tail = min(int(np.sum(reps <= 0)), int(np.sum(reps >= 0)))
+    p = min(1.0, 2 * (tail + 1) / (n_boot + 1))  # never 0: the smallest p B replicates can show
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    return {"heuristic": heuristic, "rule": rule, "n": len(ca), "baseline_n": len(ga),
+            "reliance_a": float(ca.mean() - ga.mean()), "reliance_b": float(cb.mean() - gb.mean()),
+            "diff": diff, "diff_ci": [float(lo), float(hi)], "p_bootstrap": p, "n_boot": n_boot, "seed": seed,
+            "test": BOOTSTRAP}
 
 
 def format_table(result: dict) -> str:
