@@ -88,3 +88,28 @@ def test_override_sets_nested_values():
     assert cfg.classifier.optim.lr == 0.001 and cfg.seeds == [0, 1]
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_override(raw, "seeds")
+
+
+def test_original_plus_filter_source_needs_no_generator():
+    from blindspot.config import parse_config
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml").read_text())
+    raw["augment"]["sources"] = ["original", "original+biased-lexical-overlap"]
+    raw["audit_filters"] = []
+    cfg = parse_config(raw)
+    assert not cfg.needs_synthetic() and cfg.filters() == []
+    raw["augment"]["sources"] = ["original+nope"]
+    with pytest.raises(ConfigError, match="augment.sources.*original\\+"):
+        parse_config(raw, "x.yaml")
+
+
+def test_demo_config_is_designed_to_answer_something():
+    """issue 9: a trained start (not only n = 0), >= 2 seeds, augmentation big enough to move things."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    assert len(cfg.seeds) >= 2 and max(cfg.start_sizes) >= 1000
+    assert min(cfg.augment.sizes) >= 200 and {"original", "synthetic"} <= set(cfg.augment.sources)
+    assert any(s.startswith("original+biased") for s in cfg.augment.sources)  # the cheap positive control
+    per_label = cfg.generation.per_label
+    want = min(per_label.values()) if isinstance(per_label, dict) else per_label
+    assert want >= max(cfg.augment.sizes) // 3
+    assert cfg.data.eval_per_label * 3 >= 240 and cfg.data.eval_per_subcase * 30 >= 240  # intervals ~ +-0.06

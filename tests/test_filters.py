@@ -132,3 +132,14 @@ def test_cli_missing_input(tmp_path, capsys):
     rc = cli_main(["filter", str(missing), "--filter", "biased-lexical-overlap", "--out", str(tmp_path / "o")])
     assert rc == 2 and "missing.jsonl" in _one_line_error(capsys)
     assert not (tmp_path / "o" / "DONE").exists()
+
+
+def test_grid_filter_stage_reads_the_pool_for_original_sources(tmp_path):
+    """augment source original+FILTER: the filter stage runs on the prepared pool, not synthetic data."""
+    from blindspot.stages import run_filter
+
+    save_examples(tmp_path / "prepare" / "pool.jsonl", _examples())
+    run_filter({"filter": "biased-lexical-overlap", "input": "pool"}, tmp_path / "out", {"data": tmp_path / "prepare"})
+    kept = load_examples(tmp_path / "out" / "kept.jsonl")
+    expected, _, _ = filters.get_filter("biased-lexical-overlap")(_examples())
+    assert [e.id for e in kept] == [e.id for e in expected] and kept

@@ -186,3 +186,5 @@ def test_comparison_pairs() -> None:
     assert comparison_pairs(["start", "original", "synthetic", "biased-lexical-overlap"]) == [
         ("synthetic", "original"), ("biased-lexical-overlap", "synthetic")]
     assert comparison_pairs(["start", "original"]) == []
+    assert comparison_pairs(["original", "original+biased-lexical-overlap"]) == [
+        ("original+biased-lexical-overlap", "original")]

@@ -20,8 +20,10 @@ from blindspot.lora import LoraSpec
 from blindspot.train import OptimSpec
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
-# Augmentation sources: original MNLI, unfiltered synthetic, or synthetic through a filter.
+# Augmentation sources: original MNLI, unfiltered synthetic, synthetic through a filter, or
+# "original+FILTER": the original pool through a filter (a cheap biased source; not in the paper).
 BASE_SOURCES = ("original", "synthetic")
+POOL_FILTER_PREFIX = "original+"
 
 
 class DataConfig(BaseModel):
@@ -99,10 +101,11 @@ class AugmentConfig(BaseModel):
     def _known_sources(cls, v: list[str]) -> list[str]:
         from blindspot.filters import FILTERS
 
-        bad = [s for s in v if s not in BASE_SOURCES and s not in FILTERS]
+        bad = [s for s in v if s not in BASE_SOURCES and s.removeprefix(POOL_FILTER_PREFIX) not in FILTERS]
         if bad:
-            raise ValueError(f"unknown source(s) {bad}; expected 'original', 'synthetic' or one of "
-                             f"{sorted(FILTERS)}")
+            raise ValueError(f"unknown source(s) {bad}; expected 'original', 'synthetic', one of "
+                             f"{sorted(FILTERS)} (applied to the synthetic data) or 'original+' and one of "
+                             "them (applied to the original pool)")
         return v
 
     @field_validator("sizes")
@@ -153,11 +156,13 @@ class ExperimentConfig(BaseModel):
         return self
 
     def needs_synthetic(self) -> bool:
-        return bool(self.audit_filters) or any(s != "original" for s in self.augment.sources)
+        return bool(self.audit_filters) or any(s != "original" and not s.startswith(POOL_FILTER_PREFIX)
+                                               for s in self.augment.sources)
 
     def filters(self) -> list[str]:
-        """Every filter a stage applies: augmentation sources first, then audit-only ones."""
-        named = [s for s in self.augment.sources if s not in BASE_SOURCES] + self.audit_filters
+        """Every filter applied to the synthetic data: augmentation sources first, then audit-only ones."""
+        named = [s for s in self.augment.sources if s not in BASE_SOURCES and not s.startswith(POOL_FILTER_PREFIX)]
+        named += self.audit_filters
         return list(dict.fromkeys(named))
 
 

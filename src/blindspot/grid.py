@@ -98,6 +98,12 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
             data_inputs[name] = audit_inputs[name] = StageSpec(
                 "filter", {"filter": name}, {"data": generate}, label=f"filter {name}")
 
+    for source in cfg.augment.sources:  # "original+FILTER": the original pool through a filter
+        if source.startswith("original+"):
+            data_inputs[source] = audit_inputs[source] = StageSpec(
+                "filter", {"filter": source.removeprefix("original+"), "input": "pool"}, {"data": prepare},
+                label=f"filter pool {source.removeprefix('original+')}")
+
     stages: list[StageSpec] = [prepare]
     plan = Plan(stages)
     for seed in cfg.seeds:

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 BLINDSPOT_SLICE = "heuristic=lexical_overlap,label=non-entailment"
 RELIANCE_SLICE = "reliance:heuristic=lexical_overlap"  # blindspot.reliance, beside the paper's number
 SOURCE_NAMES = {"original": "original data", "synthetic": "synthetic data",
-                "biased-lexical-overlap": "synthetic, filtered: overlap always means entailment"}
+                "biased-lexical-overlap": "synthetic, filtered: overlap always means entailment",
+                "original+biased-lexical-overlap": "original, filtered: overlap always means entailment"}
 HEURISTIC_SLICE = re.compile(r"^heuristic=([^,]+),label=([^,]+)$")
 # line style and marker per evaluation line of the main figure: (general all, challenge all, blindspot)
 EVAL_STYLES = [("-", "o"), (":", "s"), ("-.", "^")]

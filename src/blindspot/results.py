@@ -266,11 +266,14 @@ def _compare_slices(path_a: Path, path_b: Path, slices: list[str], tmp_dir: Path
 
 
 def comparison_pairs(sources: Iterable[str]) -> list[tuple[str, str]]:
-    """(a, b) pairs to test: synthetic vs original, and every biased-* source vs synthetic."""
+    """(a, b) pairs to test: synthetic vs original, every biased-* source vs synthetic, and every
+    original+FILTER source (the original pool through a filter) vs original."""
     sources = set(sources)
     pairs = [("synthetic", "original")] if {"synthetic", "original"} <= sources else []
     if "synthetic" in sources:
         pairs += [(s, "synthetic") for s in sorted(sources) if s.startswith("biased")]
+    if "original" in sources:
+        pairs += [(s, "original") for s in sorted(sources) if s.startswith("original+")]
     return pairs
 
 

@@ -201,7 +201,8 @@ def run_generate(spec: dict, out: Path, inputs: Inputs) -> None:
 def run_filter(spec: dict, out: Path, inputs: Inputs) -> None:
     from blindspot.filters import run_filter as apply_filter
 
-    apply_filter(str(inputs["data"] / "synthetic.jsonl"), spec["filter"], out, keep_dropped=True)
+    name = "pool.jsonl" if spec.get("input") == "pool" else "synthetic.jsonl"  # original+FILTER: the pool
+    apply_filter(str(inputs["data"] / name), spec["filter"], out, keep_dropped=True)
 
 
 def run_audit(spec: dict, out: Path, inputs: Inputs) -> None:
