@@ -199,3 +199,20 @@ def test_paired_tests_slices_beyond_compare(table: pd.DataFrame, run_dir: Path, 
                           tmp_path / "cmp")
     assert list(own.values())[0]["n"] == via_compare["n"] == 10
     assert list(own.values())[0]["diff"] == pytest.approx(via_compare["diff"])
+
+
+def test_findings_section_from_paired_differences(table: pd.DataFrame, run_dir: Path) -> None:
+    from blindspot.findings import FAILS, HOLDS, INCONCLUSIVE, finding_b, seed_mean_interval
+
+    out = write_report(run_dir)
+    md = (out / "report.md").read_text()
+    assert "## The paper's three findings, here" in md and md.count("| (") == 3
+    # two seeds: mean of the paired differences with a t-interval (t_0.975,1 = 12.706)
+    mean, lo, hi, k = seed_mean_interval(pd.DataFrame({"diff": [0.1, 0.3], "diff_low": [0, 0], "diff_high": [1, 1]}))
+    assert (mean, k) == (pytest.approx(0.2), 2) and hi - mean == pytest.approx(12.7062047 * 0.1414214 / 1.4142136)
+    row = {"source_a": "synthetic", "source_b": "original", "eval_set": "m", "slice": "all", "start_size": 0,
+           "aug_size": 10, "seed": 0}
+    tight = pd.DataFrame([{**row, "diff": 0.01, "diff_low": -0.02, "diff_high": 0.03}])
+    far = pd.DataFrame([{**row, "diff": 0.2, "diff_low": 0.1, "diff_high": 0.3}])
+    wide = pd.DataFrame([{**row, "diff": 0.0, "diff_low": -0.2, "diff_high": 0.2}])
+    assert [finding_b(t, "m")[0] for t in (tight, far, wide)] == [HOLDS, FAILS, INCONCLUSIVE]

@@ -28,6 +28,7 @@ recomputed under another rule without evaluating again.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -38,15 +39,17 @@ from blindspot.stats import unpaired_difference
 
 ENTAILMENT = "entailment"
 SLICE_PREFIX = "reliance:heuristic="
-DEFAULT_RULE = "words"
+DEFAULT_RULE = "words"  # of runs whose config names no rule (before rules had names, `words` was the one)
 
 
 def overlap_rules() -> dict[str, Callable[[str, str], bool]]:
-    """Named full-lexical-overlap rules (heuristics.py): rule name -> f(premise, hypothesis)."""
+    """Named full-lexical-overlap rules (heuristics.OVERLAP_RULES): rule name -> f(premise, hypothesis)."""
     from blindspot import heuristics
 
-    rules = getattr(heuristics, "OVERLAP_RULES", None)
-    return dict(rules) if rules else {"words": heuristics.lexical_overlap}
+    names = getattr(heuristics, "OVERLAP_RULES", None)
+    if not names:  # a heuristics module with one rule only
+        return {"words": heuristics.lexical_overlap}
+    return {name: functools.partial(heuristics.lexical_overlap, rule=name) for name in names}
 
 
 def overlap_flags(premise: str, hypothesis: str) -> dict[str, bool]:

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from blindspot.errors import BlindspotError  # noqa: E402
+from blindspot.findings import findings_blocks  # noqa: E402
 from blindspot.results import (AGGREGATED_CSV, RESULTS_CSV, RESULTS_PARQUET, START, aggregate_seeds,  # noqa: E402
                                comparison_pairs, load_index, load_results, paired_tests)
 from blindspot.storage import DONE, atomic_write_bytes, atomic_write_text, mark_done  # noqa: E402
@@ -417,6 +418,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
               f"the Wilson interval of the single run otherwise. Full tables: `{RESULTS_CSV}`, "
               f"`{RESULTS_PARQUET}` (one row per seed and slice), `{AGGREGATED_CSV}` (mean over seeds)."),
         ("table", results_table(agg, lines))]
+    paired, tests = _paired_blocks(df, run_dir, lines)
+    blocks += findings_blocks(tests, agg, general, challenge, BLINDSPOT_SLICE)
     blocks += _reliance_blocks(agg, challenge)
     slices = heuristic_slices(df, challenge)
     if slices:
@@ -424,7 +427,6 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
         blocks += [("h2", f"{challenge} by heuristic and gold label"),
                    ("img", "figure_heuristics.png", "accuracy per heuristic and gold label"),
                    ("table", heuristic_table(agg, challenge, slices))]
-    paired, tests = _paired_blocks(df, run_dir, lines)
     atomic_write_text(out_dir / "paired_tests.csv", tests.to_csv(index=False))
     blocks += paired
     if (run_dir / "audit.md").exists():
