@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -89,3 +90,18 @@ def test_unknown_cuda_device_gives_no_mfu_and_says_why(monkeypatch):
 
 def test_measured_matmul_rate_is_positive():
     assert mfu.measure_matmul_rate(torch.float32, size=64, repeats=2) > 0
+
+
+def test_stage_costs_reads_timing_and_meta(tmp_path):
+    from blindspot.costs import by_kind, cost_table, stage_costs
+
+    for name, meta in (("start-abc", {"train_examples_per_s": 3.5, "mfu": {"mfu": 0.12, "model_flops": 2e12}}),
+                       ("prepare-def", {"wall_s": 1.0})):
+        (tmp_path / "stages" / name).mkdir(parents=True)
+        (tmp_path / "stages" / name / "meta.json").write_text(json.dumps(meta))
+        (tmp_path / "stages" / name / "timing.json").write_text(json.dumps({"label": name, "wall_s": 5.0}))
+        (tmp_path / "stages" / name / "DONE").write_text("")
+    costs = stage_costs(tmp_path).set_index("kind")
+    assert costs.loc["start", "examples_per_s"] == 3.5 and costs.loc["start", "mfu"] == 0.12
+    assert pd.isna(costs.loc["prepare", "mfu"]) and by_kind(stage_costs(tmp_path))["stages"].sum() == 2
+    assert set(cost_table(tmp_path)["mfu"]) == {"12.0 %", ""}

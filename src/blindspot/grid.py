@@ -210,8 +210,9 @@ def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path)
     write_results(load_results(run_dir), run_dir)
     if plan.audit is not None and plan.audit.done(store):
         shutil.copyfile(plan.audit.path(store) / "audit.md", run_dir / "audit.md")
-    timings = [json.loads((s.path(store) / "timing.json").read_text()) if (s.path(store) / "timing.json").exists()
-               else {"label": s.label, "wall_s": None} for s in plan.stages]
+    timings = [{**(json.loads((s.path(store) / "timing.json").read_text()) if (s.path(store) / "timing.json").exists()
+                  else {"label": s.label, "wall_s": None}), "dir": os.path.relpath(s.path(store), run_dir)}
+               for s in plan.stages]
     atomic_write_json(run_dir / "results" / "timings.json", timings)
     return write_report(run_dir)
 

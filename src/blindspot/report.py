@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from blindspot.costs import cost_table  # noqa: E402
 from blindspot.errors import BlindspotError  # noqa: E402
 from blindspot.findings import findings_blocks  # noqa: E402
 from blindspot.results import (AGGREGATED_CSV, RESULTS_CSV, RESULTS_PARQUET, START, aggregate_seeds,  # noqa: E402
@@ -432,6 +433,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
     if (run_dir / "audit.md").exists():
         audit = re.sub(r"^(#+) ", r"##\1 ", (run_dir / "audit.md").read_text(), flags=re.M)  # below our h2
         blocks += [("h2", "Data audit"), ("raw", audit)]
+    costs = cost_table(run_dir)
+    if not costs.empty:
+        blocks += [("h2", "What each stage cost"),
+                   ("p", "Wall time, throughput (examples/s of the stage's own work) and MFU: model FLOPs per "
+                         "second over the device's peak (on CPU a matmul rate measured on this machine; see "
+                         "blindspot.mfu for the FLOP count)."), ("table", costs)]
     if index is not None:
         blocks += [("h2", "Configuration"), ("pre", json.dumps(index.config, indent=2, sort_keys=True))]
     md, page = render(blocks, out_dir)
