@@ -35,7 +35,7 @@ def general_rows(predict) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("answer", ["entailment", "neutral", "contradiction"])
+@pytest.mark.parametrize("answer", ["entailment", "non-entailment", "neutral", "contradiction"])
 def test_constant_predictors_score_zero_with_zero_inside_the_interval(answer):
     const = lambda overlap: answer  # noqa: E731
     for row in reliance_all(hans_rows(const), general_rows(const)):
