@@ -69,6 +69,8 @@ def test_cpu_peak_is_measured_once_and_cached(tmp_path):
     assert first == again and first["flops_per_s"] == 5e10 and len(calls) == 1
     mfu.cpu_peak(torch.bfloat16, tmp_path, measure=fake)  # another dtype is another key
     assert len(calls) == 2
+    mfu.cpu_peak(torch.float32, tmp_path, measure=lambda dtype: 9e10, remeasure=True)
+    assert mfu.cpu_peak(torch.float32, tmp_path, measure=fake)["flops_per_s"] == 9e10 and len(calls) == 2
     cached = json.loads((tmp_path / mfu.PEAK_CACHE).read_text())
     assert {e["dtype"] for e in cached.values()} == {"float32", "bfloat16"}
 

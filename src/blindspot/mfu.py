@@ -1,6 +1,6 @@
 """Model FLOPs utilisation (MFU): the model FLOPs a stage did per second over the device's peak.
 
-    python -m blindspot.mfu            # this machine's peak (measured once, then cached) as JSON
+    python -m blindspot.mfu [--dtype bfloat16] [--remeasure]   # this machine's peak (cached) as JSON
 
 **Model FLOPs** count the matrix multiplications the model mathematically needs for the real
 (non-padding) tokens, nothing the implementation adds (padding, recomputation under gradient
@@ -31,8 +31,9 @@ appendix B; they are < 1 % of the FLOPs here).
 cards (`CUDA_PEAKS`); an unknown card gives MFU null with the reason. On CPU: the best rate of
 a square matmul in the stage's dtype, measured once per machine and cached in
 `$BLINDSPOT_CACHE/peak_flops.json`, keyed by CPU model, CPU flags, torch version, dtype and
-thread count. A CPU shared with other jobs measures a lower peak than it has (and the stage
-runs slower too), so CPU MFU is a ratio under the conditions of that machine, not a constant.
+thread count. A CPU shared with other jobs measures a lower peak than it has, and that value
+stays cached: measure again on a quiet machine with `python -m blindspot.mfu --remeasure`. So a
+CPU MFU is relative to the peak recorded in its meta.json (with when it was measured).
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ def measure_matmul_rate(dtype: torch.dtype, size: int = MATMUL_SIZE, repeats: in
 
 
 def cpu_peak(dtype: torch.dtype, cache_dir: str | Path | None = None,
-             measure: Callable[[torch.dtype], float] | None = None) -> dict:
-    """This CPU's matmul peak in `dtype` at the current thread count: cached, else measured and cached."""
+             measure: Callable[[torch.dtype], float] | None = None, remeasure: bool = False) -> dict:
+    """This CPU's matmul peak in `dtype` at the current thread count: cached, else (or with
+    `remeasure`) measured and cached."""
     from blindspot.models import cache_root
 
     cpu, flags = _cpu_identity()
@@ -160,7 +162,7 @@ def cpu_peak(dtype: torch.dtype, cache_dir: str | Path | None = None,
         cached = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         cached = {}
-    if key in cached:
+    if key in cached and not remeasure:
         return cached[key]
     rate = (measure or measure_matmul_rate)(dtype)
     entry = {**ident, "flops_per_s": rate, "source": f"measured: best of {MATMUL_REPEATS} {MATMUL_SIZE}^3 "
@@ -223,5 +225,23 @@ def inference_mfu(shape: FlopShape, model_flops: int, tokens: int, seconds: floa
             "shape": asdict(shape)}
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="This machine's peak FLOP/s as MFU uses it (cached).")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="measure again and replace the cached CPU peak (do it on a quiet machine: a busy "
+                             "one measures less than its peak, which inflates every MFU after it)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    peak = cpu_peak(dtype, remeasure=args.remeasure) if not torch.cuda.is_available() else cuda_peak("cuda")
+    print(json.dumps(peak, indent=2))
+    return 0
+
+
 if __name__ == "__main__":
-    print(json.dumps(device_peak("cpu", torch.float32), indent=2))
+    raise SystemExit(main())
