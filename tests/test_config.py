@@ -43,6 +43,7 @@ def test_paper_config_is_the_papers_grid():
     assert (cfg.classifier.lora.r, cfg.classifier.lora.alpha, cfg.classifier.lora.dropout) == (64, 16, 0.1)
     assert (cfg.classifier.optim.lr, cfg.classifier.optim.batch_size, cfg.classifier.optim.warmup_ratio) == (2e-5, 2, 0.3)
     assert cfg.generator.optim.batch_size == 6
+    assert cfg.overlap_rule == "paper" and cfg.data.validation_mode == "first"
 
 
 @pytest.mark.parametrize("mutate, field", [
@@ -50,6 +51,7 @@ def test_paper_config_is_the_papers_grid():
     (lambda c: c["augment"].update(sources=["original", "made-up"]), "augment.sources"),
     (lambda c: c.update(start_sizes=[-1]), "(top level)"),
     (lambda c: c.update(quantize="8bit"), "quantize"),
+    (lambda c: c.update(overlap_rule="hans"), "overlap_rule"),
     (lambda c: c.update(learning_rate=1e-4), "learning_rate"),
     (lambda c: c["data"].pop("train"), "data.train"),
     (lambda c: c.update(classifier={"optim": {"lr": -1}}), "classifier.optim.lr"),

@@ -132,3 +132,38 @@ def test_cli_missing_input(tmp_path, capsys):
     rc = cli_main(["filter", str(missing), "--filter", "biased-lexical-overlap", "--out", str(tmp_path / "o")])
     assert rc == 2 and "missing.jsonl" in _one_line_error(capsys)
     assert not (tmp_path / "o" / "DONE").exists()
+
+
+# Pairs on which the two overlap rules disagree (attached punctuation), features by hand.
+RULE_PAIRS = [
+    NLIExample("r0", "The doctor saw the lawyer.", "The lawyer saw the doctor.", "entailment"),    # words only
+    NLIExample("r1", "The doctor saw the lawyer .", "The lawyer saw the doctor .", "entailment"),  # both
+    NLIExample("r2", "The doctor slept, then left.", "The doctor left.", "neutral"),             # both
+    NLIExample("r3", "The doctor slept, then left.", "The doctor slept.", "contradiction"),      # words only
+]
+
+
+def test_overlap_rule_changes_what_the_biased_filter_keeps_and_is_reported():
+    kept_p, dropped_p, rep_p = filters.biased_lexical_overlap(RULE_PAIRS, rule="paper")
+    kept_w, dropped_w, rep_w = filters.biased_lexical_overlap(RULE_PAIRS, rule="words")
+    assert _ids(kept_p) == ["r1", "r3"] and _ids(dropped_p) == ["r0", "r2"]
+    assert _ids(kept_w) == ["r0", "r1"] and _ids(dropped_w) == ["r2", "r3"]
+    assert (rep_p["overlap_rule"], rep_w["overlap_rule"]) == ("paper", "words")
+    assert "lex_finder" in rep_p["overlap_rule_text"] and "punctuation dropped" in rep_w["overlap_rule_text"]
+    assert filters.biased_lexical_overlap(RULE_PAIRS)[2]["overlap_rule"] == "paper"  # the default
+    with pytest.raises(ConfigError, match="overlap_rule: 'lex'"):
+        filters.biased_lexical_overlap(RULE_PAIRS, rule="lex")
+
+
+def test_run_filter_and_cli_record_the_rule(tmp_path, capsys):
+    src = tmp_path / "synthetic.jsonl"
+    save_examples(src, RULE_PAIRS)
+    out = filters.run_filter(str(src), "biased-lexical-overlap", tmp_path / "words", overlap_rule="words")
+    assert json.loads((out / "report.json").read_text())["overlap_rule"] == "words"
+    assert _ids(load_examples(out / "kept.jsonl")) == ["r0", "r1"]
+    assert cli_main(["filter", str(src), "--filter", "biased-lexical-overlap", "--out", str(tmp_path / "p")]) == 0
+    assert "overlap rule: paper" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p" / "report.json").read_text())["overlap_rule"] == "paper"
+    assert cli_main(["filter", str(src), "--filter", "biased-lexical-overlap", "--overlap-rule", "words",
+                     "--out", str(tmp_path / "w2")]) == 0
+    assert _ids(load_examples(tmp_path / "w2" / "kept.jsonl")) == ["r0", "r1"]
