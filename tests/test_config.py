@@ -43,6 +43,7 @@ def test_paper_config_is_the_papers_grid():
     assert (cfg.classifier.lora.r, cfg.classifier.lora.alpha, cfg.classifier.lora.dropout) == (64, 16, 0.1)
     assert (cfg.classifier.optim.lr, cfg.classifier.optim.batch_size, cfg.classifier.optim.warmup_ratio) == (2e-5, 2, 0.3)
     assert cfg.generator.optim.batch_size == 6
+    assert cfg.overlap_rule == "paper" and cfg.data.validation_mode == "first"
 
 
 @pytest.mark.parametrize("mutate, field", [
@@ -50,6 +51,7 @@ def test_paper_config_is_the_papers_grid():
     (lambda c: c["augment"].update(sources=["original", "made-up"]), "augment.sources"),
     (lambda c: c.update(start_sizes=[-1]), "(top level)"),
     (lambda c: c.update(quantize="8bit"), "quantize"),
+    (lambda c: c.update(overlap_rule="hans"), "overlap_rule"),
     (lambda c: c.update(learning_rate=1e-4), "learning_rate"),
     (lambda c: c["data"].pop("train"), "data.train"),
     (lambda c: c.update(classifier={"optim": {"lr": -1}}), "classifier.optim.lr"),
@@ -109,6 +111,7 @@ def test_demo_config_is_designed_to_answer_something():
     assert len(cfg.seeds) >= 2 and max(cfg.start_sizes) >= 1000
     assert min(cfg.augment.sizes) >= 200 and {"original", "synthetic"} <= set(cfg.augment.sources)
     assert any(s.startswith("original+biased") for s in cfg.augment.sources)  # the cheap positive control
+    assert cfg.overlap_rule == "words"  # the paper's rule leaves too few overlap pairs (docs/FIDELITY.md)
     per_label = cfg.generation.per_label
     want = min(per_label.values()) if isinstance(per_label, dict) else per_label
     assert want >= max(cfg.augment.sizes) // 3

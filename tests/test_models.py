@@ -98,6 +98,35 @@ def test_device_and_dtype():
         detect_device("cpu", "float8")
 
 
+def test_cpu_native_bf16_reads_the_flags(tmp_path):
+    from blindspot.models import read_cpu_bf16 as cpu_native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    assert cpu_native_bf16(info) == (True, "the CPU has native bf16 (avx512_bf16)")
+    info.write_text("flags\t\t: fpu sse2 avx2 amx_bf16\n")
+    assert cpu_native_bf16(info)[0] is True
+    info.write_text("flags\t\t: fpu sse2 avx2 fma\n")
+    native, why = cpu_native_bf16(info)
+    assert native is False and "avx512_bf16" in why
+    assert cpu_native_bf16(tmp_path / "missing")[0] is False
+
+
+def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch, caplog):
+    import logging
+
+    from blindspot import models
+
+    monkeypatch.setattr(models, "cpu_native_bf16", lambda *a, **k: (True, "the CPU has native bf16 (amx_bf16)"))
+    with caplog.at_level(logging.INFO, logger="blindspot.models"):
+        assert detect_device("cpu") == (torch.device("cpu"), torch.bfloat16)
+    assert "dtype bfloat16 (the CPU has native bf16 (amx_bf16); set dtype float32 to override)" in caplog.text
+    assert detect_device("cpu", "float32")[1] == torch.float32  # the override
+    monkeypatch.setattr(models, "cpu_native_bf16", lambda *a, **k: (False, "the CPU lacks native bf16"))
+    assert detect_device("cpu")[1] == torch.float32
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only errors")
 def test_cuda_and_4bit_need_cuda(tiny):
     with pytest.raises(ConfigError, match="CUDA"):

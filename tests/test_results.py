@@ -188,3 +188,10 @@ def test_comparison_pairs() -> None:
     assert comparison_pairs(["start", "original"]) == []
     assert comparison_pairs(["original", "original+biased-lexical-overlap"]) == [
         ("original+biased-lexical-overlap", "original")]
+
+
+def test_slice_filter_spells_booleans_yes_no() -> None:
+    from blindspot.results import _slice_filter
+
+    keep = _slice_filter("lexical_overlap=no,label=neutral")
+    assert keep({"lexical_overlap": False, "gold": "neutral"}) and not keep({"lexical_overlap": True, "gold": "neutral"})

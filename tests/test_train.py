@@ -146,6 +146,33 @@ def test_exact_output_files_and_records(trained):
     assert 0 < m["shape"]["trainable_params"] < m["shape"]["params"]
 
 
+def test_bf16_on_cpu_trains_under_autocast_and_reloads(base, tmp_path):
+    """dtype bfloat16 on CPU (what 'auto' picks on a CPU with native bf16): trains, saves, reloads.
+
+    The reloaded model computes in bf16 (its head is stored fp32 and loaded into the bf16 copy),
+    so the logits match the in-memory fp32-head model at bf16 precision, not bit for bit."""
+    captured = {}
+    original = train.save_adapter_dir
+
+    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            captured["logits"] = logits(model, tokenizer, info["template"]).float()
+        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+
+    train.save_adapter_dir = spy
+    try:
+        out = train_classifier(spec_for(base, dtype="bfloat16"), EXAMPLES, tmp_path / "bf16")
+    finally:
+        train.save_adapter_dir = original
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert json.loads((out / "meta.json").read_text())["dtype"] == "bfloat16"
+    clf = load_classifier(out, device="cpu", dtype="bfloat16")
+    assert next(clf.model.parameters()).dtype == torch.bfloat16
+    got = logits(clf.model, clf.tokenizer, clf.template).float()
+    torch.testing.assert_close(got, captured["logits"], rtol=0.05, atol=0.05)
+
+
 def test_untrained_head_is_seeded(base, tmp_path):
     runs = {name: train_classifier(spec_for(base, seed=seed), [], tmp_path / name)
             for name, seed in [("a", 0), ("b", 0), ("c", 1)]}
@@ -236,3 +263,4 @@ def test_cli_trains_from_config_and_options(base, tmp_path, capsys):
     assert "lora.rank" in capsys.readouterr().err
     assert main(["train-classifier", "--model", str(base), "--n", "5", "--out", str(tmp_path / "y")]) == 2
     assert "--data" in capsys.readouterr().err
+

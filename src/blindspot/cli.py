@@ -45,6 +45,9 @@ def setup_logging(verbose: int) -> None:
     # Libraries that chatter at INFO.
     for noisy in ("urllib3", "filelock", "datasets", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # bitsandbytes' CPU backend warns at load that the optional `kernels` package is absent
+    # (it then uses its own CPU kernels); real errors still show.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def _available() -> dict[str, tuple[str, str]]:

@@ -34,7 +34,10 @@ class DataConfig(BaseModel):
     eval: dict[str, DataSource] = Field(min_length=1, description="Evaluation sets by name, e.g. mnli-matched, hans.")
     clean: bool = Field(True, description="The paper's cleaning: drop '-' labels and every duplicated pair.")
     validation_per_label: int = Field(250, ge=0, description="Label-balanced validation examples held out per label.")
-    split_seed: int = Field(0, description="Seed of the validation hold-out.")
+    validation_mode: Literal["sample", "first"] = Field("sample", description="How the validation rows are "
+                                                       "chosen: 'sample' (seeded by split_seed) or 'first' (the "
+                                                       "first rows of each label in file order, as the reference).")
+    split_seed: int = Field(0, description="Seed of the validation hold-out (validation_mode 'sample').")
     eval_per_label: int | None = Field(None, ge=1, description="Evaluate on k per label of 3-way sets (None = all).")
     eval_per_subcase: int | None = Field(None, ge=1, description="Evaluate on k per subcase of HANS-like sets (None = all).")
     eval_seed: int = Field(0, description="Seed of the evaluation subsamples.")
@@ -130,6 +133,11 @@ class ExperimentConfig(BaseModel):
     device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
     dtype: str = Field("auto", description="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
     quantize: Literal["none", "4bit"] = Field("none", description="4bit: NF4 base via bitsandbytes (CUDA only).")
+    overlap_rule: Literal["paper", "words"] = Field("paper", description="Tokens the lexical-overlap and "
+                                                    "subsequence heuristics compare, in the filters, the audit and "
+                                                    "the evaluation slices: 'paper' (the reference's whitespace "
+                                                    "tokens, '.', '?', '!' dropped) or 'words' (punctuation-free "
+                                                    "words); see blindspot.heuristics and docs/FIDELITY.md.")
     data: DataConfig
     start_sizes: list[int | Literal["all"]] = Field(min_length=1, description="Starting points: n MNLI pool examples "
                                                     "(0 = untrained, 'all' = the whole pool).")

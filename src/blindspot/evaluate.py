@@ -15,6 +15,12 @@ Speed: every set is tokenised once; the template's shared prefix (e.g. the paper
 runs through the model once and its key/value cache is reused by every batch, so each batch
 computes only its per-example suffix; batches are sorted by length (least padding) and the
 results put back in the original order; everything runs under torch.inference_mode.
+
+Lexical overlap: on sets whose pairs carry no `heuristic` field (MNLI, any general task), each
+prediction row records `lexical_overlap` (every hypothesis token among the premise tokens,
+under the named `--overlap-rule`, default `paper`; see blindspot.heuristics), and the metrics
+add the slices `lexical_overlap=yes|no` and `lexical_overlap=yes|no,label=...`. metrics.json
+and meta.json record the rule. HANS-like sets are sliced by their own `heuristic` field.
 """
 
 from __future__ import annotations
@@ -31,10 +37,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from blindspot import heuristics
 from blindspot.data.example import HANS_LABELS, MNLI_LABELS, NLIExample, NLISet, to_two_way
 from blindspot.errors import BlindspotError, ConfigError, DataError
 from blindspot.mfu import flop_shape, inference_mfu
-from blindspot.reliance import overlap_flags
+from blindspot.reliance import overlap_flags as overlap_by_rule
 from blindspot.runmeta import run_metadata
 from blindspot.stats import accuracy_row
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
@@ -184,7 +191,21 @@ def _label_key(label: str) -> tuple[int, str]:
     return (order.index(label) if label in order else len(order), label)
 
 
-def _slices(examples: Sequence[NLIExample], two_way: bool) -> list[tuple[str, list[int]]]:
+def overlap_flags(examples: Sequence[NLIExample],
+                  rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE) -> list[bool] | None:
+    """Lexical overlap of each pair under `rule`; None for HANS-like sets (their `heuristic` field slices them)."""
+    heuristics.check_rule(rule)
+    if any(e.heuristic for e in examples):
+        return None
+    return [heuristics.lexical_overlap(e.premise, e.hypothesis, rule) for e in examples]
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _slices(examples: Sequence[NLIExample], two_way: bool,
+            overlap: Sequence[bool] | None = None) -> list[tuple[str, list[int]]]:
     """(slice name, example indices) in report order; empty slices are left out."""
     def group(key) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -207,16 +228,24 @@ def _slices(examples: Sequence[NLIExample], two_way: bool) -> list[tuple[str, li
     for field in ("subcase", "genre"):
         g = group(lambda e: getattr(e, field))
         slices += [(f"{field}={k}", g[k]) for k in sorted(g)]
+    if overlap is not None:
+        for flag in (True, False):
+            idx = [i for i, f in enumerate(overlap) if f is flag]
+            if idx:
+                slices.append((f"lexical_overlap={_yes_no(flag)}", idx))
+            slices += [(f"lexical_overlap={_yes_no(flag)},label={k}", [i for i in by_label[k] if overlap[i] is flag])
+                       for k in sorted(by_label, key=_label_key) if any(overlap[i] is flag for i in by_label[k])]
     return slices
 
 
 def score(examples: Sequence[NLIExample], pred_labels: Sequence[str], set_kind: SetKind,
-          two_way: bool | None = None) -> list[dict]:
+          two_way: bool | None = None, overlap: Sequence[bool] | None = None) -> list[dict]:
     """Metric rows (slice, correct, n, accuracy, Wilson 95 % interval) of classifier predictions.
 
     `pred_labels` are in the classifier's (3-way) label space; for 2-way sets (HANS, or
     `two_way=True`) they are folded to entailment/non-entailment before comparing. The "2way"
-    slice of a 3-way set folds both gold and predicted labels.
+    slice of a 3-way set folds both gold and predicted labels. `overlap` (see overlap_flags)
+    adds the lexical_overlap=yes|no slices.
     """
     assert len(examples) == len(pred_labels)
     if two_way is None:
@@ -225,18 +254,18 @@ def score(examples: Sequence[NLIExample], pred_labels: Sequence[str], set_kind: 
     correct = np.array([p == e.label for p, e in zip(preds, examples)], dtype=bool)
     folded = np.array([to_two_way(p) == to_two_way(e.label) for p, e in zip(preds, examples)], dtype=bool)
     rows = []
-    for name, idx in _slices(examples, two_way):
+    for name, idx in _slices(examples, two_way, overlap):
         hits = folded[idx] if name == "2way" else correct[idx]
         rows.append(accuracy_row(name, int(hits.sum()), len(idx)))
     return rows
 
 
 def prediction_rows(examples: Sequence[NLIExample], probs: np.ndarray, classifier_labels: Sequence[str],
-                    two_way: bool) -> list[dict]:
-    """Per-example rows: id, gold, pred, pred_eval, correct, probs (+ heuristic, subcase, genre; rows
-    without a heuristic also get `overlap`: full lexical overlap under each rule, blindspot.reliance)."""
+                    two_way: bool, overlap: Sequence[bool] | None = None) -> list[dict]:
+    """Per-example rows: id, gold, pred, pred_eval, correct, probs (+ heuristic, subcase, genre, lexical_overlap;
+    rows without a heuristic also get `overlap`: full lexical overlap under every rule, for blindspot.reliance)."""
     rows = []
-    for e, p in zip(examples, probs):
+    for i, (e, p) in enumerate(zip(examples, probs)):
         pred = classifier_labels[int(np.argmax(p))]
         pred_eval = to_two_way(pred) if two_way else pred
         row: dict[str, Any] = {"id": e.id, "gold": e.label, "pred": pred, "pred_eval": pred_eval,
@@ -244,8 +273,10 @@ def prediction_rows(examples: Sequence[NLIExample], probs: np.ndarray, classifie
         for field in ("heuristic", "subcase", "genre"):
             if getattr(e, field) is not None:
                 row[field] = getattr(e, field)
-        if e.heuristic is None:  # the reliance measure's baseline needs the general set's overlap
-            row["overlap"] = overlap_flags(e.premise, e.hypothesis)
+        if overlap is not None:
+            row["lexical_overlap"] = bool(overlap[i])
+        if e.heuristic is None:  # the reliance measure's baseline, recomputable under either rule
+            row["overlap"] = overlap_by_rule(e.premise, e.hypothesis)
         rows.append(row)
     return rows
 
@@ -308,10 +339,12 @@ def _check_out_dir(out_dir: Path, spec: dict) -> bool:
 
 def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_size: int = 32,
              per_subcase: int | None = None, per_label: int | None = None, seed: int = 0,
-             device: str = "auto", max_length: int | None = None) -> Path:
+             device: str = "auto", max_length: int | None = None,
+             overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE) -> Path:
     """Evaluate `classifier` (a directory or a loaded Classifier) on named sets; returns `out_dir`.
 
-    max_length None = the classifier's training max_length (512 if it has none).
+    max_length None = the classifier's training max_length (512 if it has none). `overlap_rule`
+    decides the lexical_overlap slices of general-task sets.
     """
     out_dir = Path(out_dir)
     if not sets:
@@ -320,7 +353,7 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
     spec = {"classifier": str(classifier if isinstance(classifier, (str, Path)) else classifier.path),
             "sets": {n: str(src if not isinstance(src, NLISet) else src.source or n) for n, src in sets.items()},
             "batch_size": batch_size, "per_subcase": per_subcase, "per_label": per_label, "seed": seed,
-            "max_length": max_length}
+            "max_length": max_length, "overlap_rule": heuristics.check_rule(overlap_rule)}
     if _check_out_dir(out_dir, spec):
         log.info("%s: already done", out_dir)
         return out_dir
@@ -341,9 +374,10 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
         probs = predict_proba(clf.model, clf.tokenizer, clf.template, s.examples, batch_size=batch_size,
                               max_length=max_length, desc=name, flops=flops)
         seconds = time.perf_counter() - t0
-        rows = prediction_rows(s.examples, probs, labels, two_way)
+        overlap = overlap_flags(s.examples, overlap_rule)
+        rows = prediction_rows(s.examples, probs, labels, two_way, overlap)
         atomic_write_jsonl(out_dir / "predictions" / f"{name}.jsonl", rows)
-        metrics = score(s.examples, [r["pred"] for r in rows], kind, two_way=two_way)
+        metrics = score(s.examples, [r["pred"] for r in rows], kind, two_way=two_way, overlap=overlap)
         report[name] = {"kind": kind, "n": len(s), "two_way": two_way, "source": s.source,
                         "subsample": sub_info, "metrics": metrics}
         timing[name] = {"n": len(s), "seconds": round(seconds, 3),
@@ -358,12 +392,12 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
                         sum(t["seconds"] for t in timing.values()), clf.device, dtype) if flops else None
     eps = round(total / wall, 2) if wall > 0 else None
     atomic_write_json(out_dir / "metrics.json", {
-        "sets": report, "classifier": spec["classifier"], "examples_per_s": eps,
+        "sets": report, "classifier": spec["classifier"], "examples_per_s": eps, "overlap_rule": overlap_rule,
         "subsample": {"per_subcase": per_subcase, "per_label": per_label, "seed": seed}})
     model_name = (info.get("base") or {}).get("name") or (info.get("spec") or {}).get("model") or info.get("model")
     atomic_write_json(out_dir / "meta.json", run_metadata(
         stage="evaluate", spec=spec, classifier=info, model=model_name, max_length=max_length,
-        device=str(getattr(clf, "device", "")), dtype=str(dtype),
+        overlap_rule=overlap_rule, device=str(getattr(clf, "device", "")), dtype=str(dtype),
         wall_s=round(wall, 3), examples=total, examples_per_s=eps, sets=timing, mfu=mfu))
     mark_done(out_dir)
     log.info("evaluation of %d examples in %.1f s (%.1f examples/s) -> %s", total, wall, eps or 0, out_dir)
@@ -399,6 +433,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=None,
                         help="longest input in tokens (premise cut first); default: the classifier's training value")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--overlap-rule", choices=heuristics.OVERLAP_RULES, default=heuristics.DEFAULT_OVERLAP_RULE,
+                        help="tokens of the lexical_overlap slices of general-task sets: paper (default) or words")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -409,6 +445,7 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError(f"--set {text!r}: the name {name!r} is used twice")
         sets[name] = source
     out = evaluate(args.classifier, sets, args.out, batch_size=args.batch_size, per_subcase=args.per_subcase,
-                   per_label=args.per_label, seed=args.seed, device=args.device, max_length=args.max_length)
+                   per_label=args.per_label, seed=args.seed, device=args.device, max_length=args.max_length,
+                   overlap_rule=args.overlap_rule)
     print(out / "metrics.json")
     return 0

@@ -72,6 +72,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     prepare = StageSpec("prepare", {
         "train": d.train.model_dump(mode="json"), "eval": {k: v.model_dump(mode="json") for k, v in d.eval.items()},
         "clean": d.clean, "validation_per_label": d.validation_per_label, "split_seed": d.split_seed,
+        "validation_mode": d.validation_mode,
         "content": {"train": _source_fingerprint(d.train),
                     "eval": {k: _source_fingerprint(v) for k, v in d.eval.items()}},
     }, label="prepare data")
@@ -83,7 +84,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     classifier = cfg.classifier.model_dump(mode="json")
     evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,
                   "seed": d.eval_seed, "batch_size": cfg.evaluation.batch_size,
-                  "max_length": cfg.classifier.max_length, "device": cfg.device}
+                  "max_length": cfg.classifier.max_length, "device": cfg.device, "overlap_rule": cfg.overlap_rule}
     data_inputs: dict[str, StageSpec] = {"original": prepare}
     audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
     if cfg.needs_synthetic():
@@ -96,12 +97,14 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
         data_inputs["synthetic"] = audit_inputs["synthetic"] = generate
         for name in cfg.filters():
             data_inputs[name] = audit_inputs[name] = StageSpec(
-                "filter", {"filter": name}, {"data": generate}, label=f"filter {name}")
+                "filter", {"filter": name, "overlap_rule": cfg.overlap_rule}, {"data": generate},
+                label=f"filter {name}")
 
     for source in cfg.augment.sources:  # "original+FILTER": the original pool through a filter
         if source.startswith("original+"):
             data_inputs[source] = audit_inputs[source] = StageSpec(
-                "filter", {"filter": source.removeprefix("original+"), "input": "pool"}, {"data": prepare},
+                "filter", {"filter": source.removeprefix("original+"), "input": "pool", "overlap_rule": cfg.overlap_rule},
+                {"data": prepare},
                 label=f"filter pool {source.removeprefix('original+')}")
 
     stages: list[StageSpec] = [prepare]
@@ -120,7 +123,8 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                         label=f"augment n={n} +{m} {source} seed={seed}")
                     _add_condition(plan, aug, n, source, m, seed, evaluation, prepare)
     if cfg.needs_synthetic():
-        plan.audit = StageSpec("audit", {"seed": d.split_seed}, audit_inputs, label="audit data")
+        plan.audit = StageSpec("audit", {"seed": d.split_seed, "overlap_rule": cfg.overlap_rule}, audit_inputs,
+                               label="audit data")
     targets = [c["eval"] for c in plan.conditions] + ([plan.audit] if plan.audit else [])
     plan.stages = topological_order(targets)
     return plan

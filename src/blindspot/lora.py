@@ -105,8 +105,8 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     """AdamW + warmup/cosine schedule + clipping + accumulation over batches of `model(**batch).loss`.
 
     `batches` is a list of dicts of tensors (reused every epoch) or a function epoch -> list.
-    Only parameters with requires_grad are optimised. On CUDA with a bf16 or 4-bit model the
-    forward pass runs under bf16 autocast (trainable weights stay fp32).
+    Only parameters with requires_grad are optimised. With a bf16 or 4-bit model (on CUDA with
+    bf16, or on CPU) the forward pass runs under bf16 autocast (trainable weights stay fp32).
     """
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -120,7 +120,7 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(optim.warmup_ratio * total), total)
     low_precision = (getattr(model, "is_loaded_in_4bit", False)
                      or any(p.dtype == torch.bfloat16 for p in model.parameters()))
-    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported() and low_precision
+    autocast = low_precision and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()))
     model.train()
     rows: list[dict] = []
     step, seen, window, t0 = 0, 0, [], time.time()
@@ -129,7 +129,7 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
         epoch_list = first if epoch == 0 else epoch_batches(epoch)
         for i, batch in enumerate(epoch_list):
             batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = model(**batch).loss
             (loss / optim.grad_accum).backward()
             window.append(loss.item())

@@ -239,7 +239,12 @@ def _slice_filter(slice_name: str):
         conds = [("gold" if k == "label" else k, v) for k, v in conds]
     except ValueError:
         raise BlindspotError(f"slice {slice_name!r}: expected 'all' or comma-joined key=value") from None
-    return lambda row: all(str(row.get(k)) == v for k, v in conds)
+    return lambda row: all(_slice_value(row.get(k)) == v for k, v in conds)
+
+
+def _slice_value(value) -> str:
+    """A prediction field as slice names spell it: booleans (lexical_overlap) as yes / no."""
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
 
 
 def _sliced_copy(src: Path, slice_name: str, tmp_dir: Path) -> Path:

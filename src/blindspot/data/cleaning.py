@@ -5,8 +5,10 @@
 Cleaning (DESIGN.md step 1), in this order: (1) drop pairs whose gold label is `-`
 (those the loader already dropped are counted from `meta["dropped_no_gold"]`); (2) drop every
 (premise, hypothesis) pair that occurs more than once, ALL copies, whatever their labels
-(pairs compared as exact strings). `split_validation` then holds out a label-balanced,
-seeded validation set; the rest is the training pool.
+(pairs compared as exact strings). `split_validation` then holds out a label-balanced
+validation set, either a seeded sample per label (`mode="sample"`) or, as the reference
+implementation does, the first `per_label` rows of each label in file order (`mode="first"`);
+the rest is the training pool.
 
 Sampling is deterministic in the seed and nested: with the same seed and candidates, the
 first n of a larger sample are the sample of size n (so the n = 5k starting point's data is
@@ -19,6 +21,7 @@ import logging
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from typing import Literal
 
 from blindspot.data.example import NLIExample, NLISet
 from blindspot.data.generic import NO_GOLD
@@ -64,10 +67,17 @@ def _shuffled(examples: list[NLIExample], seed: int | str) -> list[NLIExample]:
     return out
 
 
-def split_validation(s: NLISet, per_label: int = 250, seed: int = 0) -> tuple[NLISet, NLISet]:
-    """Hold out `per_label` examples of each label (seeded) as validation; the rest is the pool."""
+ValidationMode = Literal["sample", "first"]
+
+
+def split_validation(s: NLISet, per_label: int = 250, seed: int = 0,
+                     mode: ValidationMode = "sample") -> tuple[NLISet, NLISet]:
+    """Hold out `per_label` examples of each label as validation (seeded sample, or the first in
+    file order); the rest is the pool."""
     if per_label < 0:
         raise ConfigError(f"validation per label must be >= 0, got {per_label}")
+    if mode not in ("sample", "first"):
+        raise ConfigError(f"validation mode: {mode!r} is not one of sample, first")
     if len({e.id for e in s.examples}) != len(s.examples):
         raise DataError(f"{s.name}: example ids are not unique, cannot hold out a validation set by id")
     by_label: dict[str, list[NLIExample]] = defaultdict(list)
@@ -79,10 +89,11 @@ def split_validation(s: NLISet, per_label: int = 250, seed: int = 0) -> tuple[NL
         if len(have) < per_label:
             raise ConfigError(f"{s.name}: only {len(have)} examples labelled {label!r}, cannot hold out "
                               f"{per_label} per label for validation")
-        held.update(e.id for e in _shuffled(have, f"{seed}:{label}")[:per_label])
+        chosen = have if mode == "first" else _shuffled(have, f"{seed}:{label}")
+        held.update(e.id for e in chosen[:per_label])
     val = [e for e in s.examples if e.id in held]
     pool = [e for e in s.examples if e.id not in held]
-    info = {"validation_per_label": per_label, "seed": seed}
+    info = {"validation_per_label": per_label, "mode": mode, **({"seed": seed} if mode == "sample" else {})}
     return (NLISet(f"{s.name}-validation", s.labels, val, s.source, {**s.meta, "split_validation": info}),
             NLISet(f"{s.name}-pool", s.labels, pool, s.source, {**s.meta, "split_validation": info}))
 
