@@ -108,7 +108,7 @@ def test_original_plus_filter_source_needs_no_generator():
 def test_demo_config_is_designed_to_answer_something():
     """issue 9: a trained start (not only n = 0), >= 2 seeds, augmentation big enough to move things."""
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
-    assert len(cfg.seeds) >= 2 and max(cfg.start_sizes) >= 1000
+    assert len(cfg.seeds) >= 2 and max(cfg.start_sizes) >= 2000  # 1,000 was at chance (LOG)
     assert min(cfg.augment.sizes) >= 200 and {"original", "synthetic"} <= set(cfg.augment.sources)
     assert any(s.startswith("original+biased") for s in cfg.augment.sources)  # the cheap positive control
     assert cfg.overlap_rule == "words"  # the paper's rule leaves too few overlap pairs (docs/FIDELITY.md)
