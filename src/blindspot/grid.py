@@ -84,7 +84,8 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     classifier = cfg.classifier.model_dump(mode="json")
     evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,
                   "seed": d.eval_seed, "batch_size": cfg.evaluation.batch_size,
-                  "max_length": cfg.classifier.max_length, "device": cfg.device, "overlap_rule": cfg.overlap_rule}
+                  "max_length": cfg.classifier.max_length, "device": cfg.device, "dtype": cfg.dtype,
+                  "overlap_rule": cfg.overlap_rule}
     data_inputs: dict[str, StageSpec] = {"original": prepare}
     audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
     if cfg.needs_synthetic():
