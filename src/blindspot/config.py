@@ -36,6 +36,10 @@ class DataConfig(BaseModel):
                                                        "chosen: 'sample' (seeded by split_seed) or 'first' (the "
                                                        "first rows of each label in file order, as the reference).")
     split_seed: int = Field(0, description="Seed of the validation hold-out (validation_mode 'sample').")
+    start_sampling: Literal["shuffle", "pandas"] = Field("shuffle", description="How a starting point's n pool "
+                                                         "examples are drawn with the condition's seed: 'shuffle' "
+                                                         "(random.Random) or 'pandas' (DataFrame.sample(n, "
+                                                         "random_state=seed), the reference's, with seed 42).")
     eval_per_label: int | None = Field(None, ge=1, description="Evaluate on k per label of 3-way sets (None = all).")
     eval_per_subcase: int | None = Field(None, ge=1, description="Evaluate on k per subcase of HANS-like sets (None = all).")
     eval_seed: int = Field(0, description="Seed of the evaluation subsamples.")

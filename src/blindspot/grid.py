@@ -105,7 +105,8 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     plan = Plan(stages)
     for seed in cfg.seeds:
         for n in cfg.start_sizes:
-            start = StageSpec("start", {**_model_spec(cfg), "n": n, "seed": seed, "classifier": classifier},
+            start = StageSpec("start", {**_model_spec(cfg), "n": n, "seed": seed, "classifier": classifier,
+                                        "sampling": d.start_sampling},
                               model_inputs, label=f"start n={n} seed={seed}")
             _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
             for source in cfg.augment.sources:

@@ -140,7 +140,7 @@ def run_start(spec: dict, out: Path, inputs: Inputs) -> None:
 
     pool = load_prepared(inputs["prepare"], "pool")
     n = len(pool) if spec["n"] == "all" else spec["n"]
-    examples = sample_examples(pool, n, spec["seed"])
+    examples = sample_examples(pool, n, spec["seed"], method=spec["sampling"])
     atomic_write_json(out / "train_ids.json", [e.id for e in examples])
     train_classifier(_classifier_spec(spec, inputs), examples, out, cache_dir())
 
