@@ -44,6 +44,10 @@ def test_paper_config_is_the_papers_grid():
     assert (cfg.classifier.optim.lr, cfg.classifier.optim.batch_size, cfg.classifier.optim.warmup_ratio) == (2e-5, 2, 0.3)
     assert cfg.generator.optim.batch_size == 6
     assert cfg.overlap_rule == "paper" and cfg.data.validation_mode == "first"
+    assert cfg.data.start_sampling == "pandas" and cfg.seeds == [42]
+    assert cfg.generator.modules_to_save == ["embed_tokens", "lm_head"] and cfg.generation.top_k == 50
+    assert cfg.classifier.optim.optimizer == cfg.generator.optim.optimizer == "paged_adamw_32bit"
+    assert cfg.classifier.optim.group_by_length and cfg.generator.optim.group_by_length
 
 
 @pytest.mark.parametrize("mutate, field", [

@@ -74,6 +74,20 @@ def test_split_validation_first_takes_the_first_rows_of_each_label_in_file_order
         split_validation(s, 4, mode="last")
 
 
+def test_sample_examples_pandas_method_is_the_references_draw():
+    import pandas as pd
+
+    pool = _balanced(30).examples
+    frame = pd.DataFrame({"id": [e.id for e in pool]})
+    for n in (1, 7, 45, len(pool)):
+        got = [e.id for e in sample_examples(pool, n, 42, method="pandas")]
+        assert got == frame.sample(n=n, random_state=42)["id"].tolist()  # pool.sample(n, random_state=42)
+    assert [e.id for e in sample_examples(pool, 10, 42, method="pandas")] == \
+        [e.id for e in sample_examples(pool, 40, 42, method="pandas")][:10]  # nested in n, as ours
+    with pytest.raises(ConfigError, match="sampling method: 'numpy'"):
+        sample_examples(pool, 3, 0, method="numpy")
+
+
 def test_sample_examples_seeded_nested_and_excluding():
     s = _balanced()
     a, b = sample_examples(s, 10, seed=3), sample_examples(s, 25, seed=3)

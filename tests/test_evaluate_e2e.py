@@ -87,6 +87,20 @@ def test_train_save_load_evaluate_compare(classifiers, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_evaluate_follows_the_asked_dtype(classifiers, tmp_path):
+    _, trained = classifiers
+    mnli, _ = write_sets(tmp_path)
+    runs = {dt: evaluate(trained, {"mnli_m": str(mnli)}, tmp_path / dt, per_label=2, dtype=dt)
+            for dt in ("float32", "bfloat16")}
+    meta = {dt: json.loads((out / "meta.json").read_text()) for dt, out in runs.items()}
+    assert meta["float32"]["dtype"] == "torch.float32" and meta["bfloat16"]["dtype"] == "torch.bfloat16"
+    assert meta["bfloat16"]["spec"]["dtype"] == "bfloat16"
+    preds = {dt: [json.loads(x)["pred"] for x in (out / "predictions" / "mnli_m.jsonl").read_text().splitlines()]
+             for dt, out in runs.items()}
+    assert len(preds["float32"]) == len(preds["bfloat16"]) == 6
+
+
+@pytest.mark.slow
 def test_subsampling_is_recorded_and_seeded(classifiers, tmp_path):
     _, trained = classifiers
     mnli, hans = write_sets(tmp_path)

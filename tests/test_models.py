@@ -128,11 +128,31 @@ def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch, caplog):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only errors")
-def test_cuda_and_4bit_need_cuda(tiny):
+def test_cuda_and_4bit_errors(tiny, monkeypatch):
+    from blindspot import models
+
     with pytest.raises(ConfigError, match="CUDA"):
         detect_device("cuda")
-    with pytest.raises(ConfigError, match="4bit"):
+    monkeypatch.setattr(models, "four_bit_available", lambda dev: (False, "bitsandbytes is not installed (test)"))
+    with pytest.raises(ConfigError, match="quantize: '4bit' cannot run on cpu: bitsandbytes is not installed"):
         load_base_model(tiny, "classification", device="cpu", quantize="4bit")
+
+
+def test_four_bit_available_says_why(monkeypatch):
+    import importlib.metadata
+    import importlib.util
+
+    from blindspot.models import four_bit_available
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else object())
+    assert four_bit_available(torch.device("cpu")) == (False, "bitsandbytes is not installed "
+                                                              "(pip install 'blindspot[cuda]')")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    for version, ok in (("0.45.5", False), ("0.46.0", True), ("0.50.2", True)):
+        monkeypatch.setattr(importlib.metadata, "version", lambda name, v=version: v)
+        got, why = four_bit_available(torch.device("cpu"))
+        assert got is ok and version in why and ("CPU backend" in why or "no CPU backend" in why)
+    assert four_bit_available(torch.device("cuda"))[0] is True
 
 
 def test_lora_trains_only_adapters_and_head(tiny):

@@ -38,6 +38,10 @@ class DataConfig(BaseModel):
                                                        "chosen: 'sample' (seeded by split_seed) or 'first' (the "
                                                        "first rows of each label in file order, as the reference).")
     split_seed: int = Field(0, description="Seed of the validation hold-out (validation_mode 'sample').")
+    start_sampling: Literal["shuffle", "pandas"] = Field("shuffle", description="How a starting point's n pool "
+                                                         "examples are drawn with the condition's seed: 'shuffle' "
+                                                         "(random.Random) or 'pandas' (DataFrame.sample(n, "
+                                                         "random_state=seed), the reference's, with seed 42).")
     eval_per_label: int | None = Field(None, ge=1, description="Evaluate on k per label of 3-way sets (None = all).")
     eval_per_subcase: int | None = Field(None, ge=1, description="Evaluate on k per subcase of HANS-like sets (None = all).")
     eval_seed: int = Field(0, description="Seed of the evaluation subsamples.")
@@ -68,6 +72,8 @@ class GeneratorConfig(BaseModel):
     train_size: int | None = Field(None, ge=1, description="Pool examples it is trained on (None = the whole pool).")
     max_length: int = Field(256, ge=16, description="Longest training text in tokens.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings.")
+    modules_to_save: list[str] = Field(default_factory=list, description="Modules trained in full beside LoRA "
+                                       "(paper: [embed_tokens, lm_head]); [] = LoRA only.")
     optim: OptimSpec = Field(default_factory=lambda: OptimSpec(batch_size=6), description="Optimiser (paper: batch 6).")
     seed: int = Field(0, description="Seed of the training sample and of training; shared by every condition seed.")
 
@@ -131,8 +137,10 @@ class ExperimentConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; outputs go to runs/<name>/ by default.")
     model: str = Field("smollm2-135m", description="smollm2-135m, tiny-llama, a hub id or a local checkpoint dir.")
     device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
-    dtype: str = Field("auto", description="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
-    quantize: Literal["none", "4bit"] = Field("none", description="4bit: NF4 base via bitsandbytes (CUDA only).")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA and on CPUs with native bf16, i.e. AVX512_BF16 "
+                       "or AMX; else fp32), float32, bfloat16, float16.")
+    quantize: Literal["none", "4bit"] = Field("none", description="4bit: NF4 base via bitsandbytes (CUDA; on CPU "
+                                              "through bitsandbytes' CPU backend, slow).")
     overlap_rule: Literal["paper", "words"] = Field("paper", description="Tokens the lexical-overlap and "
                                                     "subsequence heuristics compare, in the filters, the audit and "
                                                     "the evaluation slices: 'paper' (the reference's whitespace "

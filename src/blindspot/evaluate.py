@@ -314,12 +314,12 @@ def _subsample(name: str, s: NLISet, kind: SetKind, per_subcase: int | None, per
     return sub, {"key": key, "per_group": k, "seed": seed, "n_full": len(s)}
 
 
-def _resolve_classifier(classifier, device: str):
-    """A Classifier as is, or load one from its directory."""
+def _resolve_classifier(classifier, device: str, dtype: str):
+    """A Classifier as is, or load one from its directory (on `device`, in `dtype`)."""
     if isinstance(classifier, (str, Path)):
         from blindspot.train import load_classifier
 
-        return load_classifier(Path(classifier), device=device)
+        return load_classifier(Path(classifier), device=device, dtype=dtype)
     return classifier
 
 
@@ -340,11 +340,12 @@ def _check_out_dir(out_dir: Path, spec: dict) -> bool:
 def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_size: int = 32,
              per_subcase: int | None = None, per_label: int | None = None, seed: int = 0,
              device: str = "auto", max_length: int | None = None,
-             overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE) -> Path:
+             overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE, dtype: str = "auto") -> Path:
     """Evaluate `classifier` (a directory or a loaded Classifier) on named sets; returns `out_dir`.
 
     max_length None = the classifier's training max_length (512 if it has none). `overlap_rule`
-    decides the lexical_overlap slices of general-task sets.
+    decides the lexical_overlap slices of general-task sets. `dtype` (auto, float32, bfloat16,
+    float16) is the dtype a classifier directory is loaded in; a loaded Classifier keeps its own.
     """
     out_dir = Path(out_dir)
     if not sets:
@@ -353,11 +354,11 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
     spec = {"classifier": str(classifier if isinstance(classifier, (str, Path)) else classifier.path),
             "sets": {n: str(src if not isinstance(src, NLISet) else src.source or n) for n, src in sets.items()},
             "batch_size": batch_size, "per_subcase": per_subcase, "per_label": per_label, "seed": seed,
-            "max_length": max_length, "overlap_rule": heuristics.check_rule(overlap_rule)}
+            "max_length": max_length, "overlap_rule": heuristics.check_rule(overlap_rule), "dtype": dtype}
     if _check_out_dir(out_dir, spec):
         log.info("%s: already done", out_dir)
         return out_dir
-    clf = _resolve_classifier(classifier, device)
+    clf = _resolve_classifier(classifier, device, dtype)
     info = getattr(clf, "spec", None) or {}
     if max_length is None:
         max_length = int(info.get("max_length") or 512)
@@ -433,6 +434,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=None,
                         help="longest input in tokens (premise cut first); default: the classifier's training value")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA and on CPUs with native bf16, "
+                        "else fp32) | float32 | bfloat16 | float16")
     parser.add_argument("--overlap-rule", choices=heuristics.OVERLAP_RULES, default=heuristics.DEFAULT_OVERLAP_RULE,
                         help="tokens of the lexical_overlap slices of general-task sets: paper (default) or words")
 
@@ -446,6 +449,6 @@ def main(args: argparse.Namespace) -> int:
         sets[name] = source
     out = evaluate(args.classifier, sets, args.out, batch_size=args.batch_size, per_subcase=args.per_subcase,
                    per_label=args.per_label, seed=args.seed, device=args.device, max_length=args.max_length,
-                   overlap_rule=args.overlap_rule)
+                   overlap_rule=args.overlap_rule, dtype=args.dtype)
     print(out / "metrics.json")
     return 0

@@ -84,7 +84,8 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     classifier = cfg.classifier.model_dump(mode="json")
     evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,
                   "seed": d.eval_seed, "batch_size": cfg.evaluation.batch_size,
-                  "max_length": cfg.classifier.max_length, "device": cfg.device, "overlap_rule": cfg.overlap_rule}
+                  "max_length": cfg.classifier.max_length, "device": cfg.device, "dtype": cfg.dtype,
+                  "overlap_rule": cfg.overlap_rule}
     data_inputs: dict[str, StageSpec] = {"original": prepare}
     audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
     if cfg.needs_synthetic():
@@ -111,7 +112,8 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     plan = Plan(stages)
     for seed in cfg.seeds:
         for n in cfg.start_sizes:
-            start = StageSpec("start", {**_model_spec(cfg), "n": n, "seed": seed, "classifier": classifier},
+            start = StageSpec("start", {**_model_spec(cfg), "n": n, "seed": seed, "classifier": classifier,
+                                        "sampling": d.start_sampling},
                               model_inputs, label=f"start n={n} seed={seed}")
             _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
             for source in cfg.augment.sources:

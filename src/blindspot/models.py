@@ -303,7 +303,8 @@ def load_base_model(path: str | Path, task: Task = "classification", num_labels:
     else:
         cls = AutoModelForCausalLM
     if quantize == "4bit":
-        kwargs |= {"quantization_config": _nf4_config(dev, dt), "device_map": {"": dev.index or 0}}
+        kwargs |= {"quantization_config": _nf4_config(dev, dt),
+                   "device_map": {"": "cpu" if dev.type == "cpu" else (dev.index or 0)}}
     elif quantize != "none":
         raise ConfigError(f"quantize: {quantize!r} is not one of none, 4bit")
     model = cls.from_pretrained(path, **kwargs)
@@ -314,15 +315,33 @@ def load_base_model(path: str | Path, task: Task = "classification", num_labels:
     return model
 
 
-def _nf4_config(dev: torch.device, dt: torch.dtype):
-    """bitsandbytes 4-bit NF4 (double quantisation), computing in `dt`; CUDA only."""
-    if dev.type != "cuda":
-        raise ConfigError("quantize: '4bit' needs a CUDA device (bitsandbytes); use quantize 'none' on CPU")
+BNB_CPU_MIN = (0, 46)  # upstream bitsandbytes runs NF4 on CPU from 0.46 on (torch ops); tested here: 0.50.2
+
+
+def four_bit_available(dev: torch.device) -> tuple[bool, str]:
+    """Whether bitsandbytes can run a 4-bit NF4 model on `dev` here, and why (or why not)."""
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("quantize: '4bit' needs bitsandbytes: pip install 'blindspot[cuda]'")
+        return False, "bitsandbytes is not installed (pip install 'blindspot[cuda]')"
+    version = importlib.metadata.version("bitsandbytes")
+    if dev.type == "cuda":
+        return True, f"bitsandbytes {version} on CUDA"
+    if dev.type == "cpu":
+        parts = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+        if parts >= BNB_CPU_MIN:
+            return True, f"bitsandbytes {version}'s CPU backend (slow; the paper ran on CUDA)"
+        return False, f"bitsandbytes {version} has no CPU backend (>= {'.'.join(map(str, BNB_CPU_MIN))} has)"
+    return False, f"bitsandbytes does not run on {dev.type}"
+
+
+def _nf4_config(dev: torch.device, dt: torch.dtype):
+    """bitsandbytes 4-bit NF4 as in the paper (no double quantisation), computing in `dt`."""
+    ok, why = four_bit_available(dev)
+    if not ok:
+        raise ConfigError(f"quantize: '4bit' cannot run on {dev}: {why}; use quantize 'none'")
+    log.info("quantize 4bit: NF4 base through %s", why)
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
                               bnb_4bit_compute_dtype=dt)
 
 

@@ -140,7 +140,7 @@ def run_start(spec: dict, out: Path, inputs: Inputs) -> None:
 
     pool = load_prepared(inputs["prepare"], "pool")
     n = len(pool) if spec["n"] == "all" else spec["n"]
-    examples = sample_examples(pool, n, spec["seed"])
+    examples = sample_examples(pool, n, spec["seed"], method=spec["sampling"])
     atomic_write_json(out / "train_ids.json", [e.id for e in examples])
     train_classifier(_classifier_spec(spec, inputs), examples, out, cache_dir())
 
@@ -170,7 +170,7 @@ def run_evaluate(spec: dict, out: Path, inputs: Inputs) -> None:
     sets = {name: load_prepared(inputs["prepare"], name) for name in spec["sets"]}
     evaluate(inputs["classifier"], sets, out, batch_size=spec["batch_size"], per_subcase=spec["per_subcase"],
              per_label=spec["per_label"], seed=spec["seed"], device=spec["device"], max_length=spec["max_length"],
-             overlap_rule=spec["overlap_rule"])
+             overlap_rule=spec["overlap_rule"], dtype=spec["dtype"])
 
 
 # --- synthetic data -----------------------------------------------------------------------------
@@ -185,6 +185,7 @@ def run_generator(spec: dict, out: Path, inputs: Inputs) -> None:
     n = len(pool) if g["train_size"] is None else min(g["train_size"], len(pool))
     examples = sample_examples(pool, n, g["seed"])
     gspec = GeneratorSpec(model=base_model(spec, inputs), lora=g["lora"], optim=g["optim"], max_length=g["max_length"],
+                          modules_to_save=tuple(g["modules_to_save"]),
                           seed=g["seed"], device=spec["device"], dtype=spec["dtype"], quantize=spec["quantize"])
     train_generator(gspec, examples, out, cache_dir())
 

@@ -12,7 +12,9 @@ the rest is the training pool.
 
 Sampling is deterministic in the seed and nested: with the same seed and candidates, the
 first n of a larger sample are the sample of size n (so the n = 5k starting point's data is
-inside the n = 10k one's).
+inside the n = 10k one's). `sample_examples` draws either with `random.Random(seed)`
+(`method="shuffle"`) or exactly as the reference implementation does, pandas
+`DataFrame.sample(n, random_state=seed)` (`method="pandas"`; the reference uses seed 42).
 """
 
 from __future__ import annotations
@@ -98,14 +100,26 @@ def split_validation(s: NLISet, per_label: int = 250, seed: int = 0,
             NLISet(f"{s.name}-pool", s.labels, pool, s.source, {**s.meta, "split_validation": info}))
 
 
+SampleMethod = Literal["shuffle", "pandas"]
+
+
 def sample_examples(s: NLISet | Iterable[NLIExample], n: int, seed: int,
-                    exclude_ids: Iterable[str] = ()) -> list[NLIExample]:
-    """n examples drawn without replacement (seeded, nested in n), skipping exclude_ids."""
+                    exclude_ids: Iterable[str] = (), method: SampleMethod = "shuffle") -> list[NLIExample]:
+    """n examples drawn without replacement (seeded, nested in n), skipping exclude_ids.
+
+    method "pandas" is the reference's `pool.sample(n=n, random_state=seed)`, in its order.
+    """
     excl = set(exclude_ids)
     cands = [e for e in _examples(s) if e.id not in excl]
     if not 0 <= n <= len(cands):
         raise ConfigError(f"cannot sample {n} examples: {len(cands)} available"
                           + (f" after excluding {len(excl)} ids" if excl else ""))
+    if method == "pandas":
+        import pandas as pd
+
+        return [cands[i] for i in pd.RangeIndex(len(cands)).to_series().sample(n=n, random_state=seed)]
+    if method != "shuffle":
+        raise ConfigError(f"sampling method: {method!r} is not one of shuffle, pandas")
     return _shuffled(cands, seed)[:n]
 
 
