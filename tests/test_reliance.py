@@ -88,3 +88,24 @@ def test_paired_bootstrap_of_two_classifiers():
     again = compare_reliance(hans_rows(iff), general_rows(iff), hans_rows(always), general_rows(always),
                              "lexical_overlap", "words", seed=3)
     assert again == got
+
+
+def test_compare_cli_with_reliance(tmp_path, capsys):
+    import json
+
+    from blindspot.cli import main as cli_main
+
+    iff = lambda o: "entailment" if o else "neutral"  # noqa: E731
+    always = lambda o: "entailment"  # noqa: E731
+    files = {}
+    for name, rows in (("ha", hans_rows(iff)), ("hb", hans_rows(always)), ("ga", general_rows(iff)),
+                       ("gb", general_rows(always))):
+        for r in rows:
+            r["correct"] = r["pred"].replace("neutral", "non-entailment") == r["gold"] if name[0] == "h" else \
+                r["pred"] == r["gold"]
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli_main(["compare", str(files["ha"]), str(files["hb"]), "--reliance", str(files["ga"]),
+                     str(files["gb"]), "--overlap-rule", "words"]) == 0
+    out = capsys.readouterr().out
+    assert "reliance on lexical_overlap" in out and "A +1.0000  B +0.0000  A-B +1.0000" in out

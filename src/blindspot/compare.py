@@ -1,6 +1,7 @@
 """Paired comparison of two classifiers' predictions on the same evaluation set.
 
-    blindspot compare runs/eval-a/predictions/hans.jsonl runs/eval-b/predictions/hans.jsonl [--json]
+    blindspot compare runs/eval-a/predictions/hans.jsonl runs/eval-b/predictions/hans.jsonl [--json] \
+        [--reliance runs/eval-a/predictions/mnli-matched.jsonl runs/eval-b/predictions/mnli-matched.jsonl]
 
 Pairs the two files' rows by id (both files must hold exactly the same ids with the same gold
 labels), then reports each accuracy, the exact McNemar test on the discordant pairs
@@ -155,9 +156,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("a", help="predictions JSONL of classifier A (OUT/predictions/<set>.jsonl)")
     parser.add_argument("b", help="predictions JSONL of classifier B on the same set")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    parser.add_argument("--reliance", nargs=2, metavar=("A_GENERAL", "B_GENERAL"), default=None,
+                        help="also compare the reliance measure: A and B are then the challenge-set (HANS) "
+                             "predictions and these the general-set (MNLI) predictions of the same classifiers")
+    parser.add_argument("--overlap-rule", default="paper", help="lexical-overlap rule of the reliance baseline")
+
+
+def _reliance_lines(args: argparse.Namespace) -> list[dict]:
+    """compare_reliance for every heuristic of A's challenge rows (seeded: the same numbers every time)."""
+    from blindspot.reliance import heuristics_of, read_rows
+
+    ca, cb, ga, gb = (read_rows(p) for p in (args.a, args.b, *args.reliance))
+    return [compare_reliance(ca, ga, cb, gb, h, args.overlap_rule) for h in heuristics_of(ca)]
 
 
 def main(args: argparse.Namespace) -> int:
     result = compare_predictions(args.a, args.b)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    if args.reliance:
+        result["reliance"] = _reliance_lines(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(format_table(result))
+    for r in result.get("reliance", []):
+        lo, hi = r["diff_ci"]
+        print(f"reliance on {r['heuristic']:<16} A {r['reliance_a']:+.4f}  B {r['reliance_b']:+.4f}  A-B "
+              f"{r['diff']:+.4f} [{lo:+.4f},{hi:+.4f}]  p {r['p_bootstrap']:.3g} ({BOOTSTRAP}, rule {r['rule']})")
     return 0
