@@ -165,7 +165,7 @@ def build_main_figure(df: pd.DataFrame, general: str | None = None, challenge: s
     nrows = -(-len(starts) // ncols)
     reliance = ((agg["slice"] == RELIANCE_SLICE) & (agg["eval_set"] == challenge)).any()
     per = 2 if reliance else 1  # figure rows per row of starting points
-    fig, axes = plt.subplots(nrows * per, ncols, figsize=(4.4 * ncols, (3.4 + 2.6 * (per - 1)) * nrows + 1.6),
+    fig, axes = plt.subplots(nrows * per, ncols, figsize=(max(4.4 * ncols, 9.0), (3.4 + 2.6 * (per - 1)) * nrows + 1.6),
                              squeeze=False, layout="constrained", height_ratios=[1.3, 1] * nrows if reliance else None)
     lines = main_lines(general, challenge)
     for i, start in enumerate(starts):
