@@ -30,6 +30,7 @@ def _stage_dirs(run_dir: Path) -> list[Path]:
     timings = _read(run_dir / "results" / "timings.json")
     named = [run_dir / t["dir"] for t in timings if isinstance(t, dict) and t.get("dir")] \
         if isinstance(timings, list) else []
+    named = [d for d in named if (d / "DONE").exists()]  # a partial run lists stages not run yet
     if named:
         return named
     found = [d for d in (run_dir / "stages").glob("*") if (d / "DONE").exists()]
