@@ -117,6 +117,18 @@ def test_cli_audit_json_markdown_and_errors(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("blindspot audit: error:") and "nope.jsonl" in err[0]
 
 
+def test_overlap_rule_is_applied_and_recorded():
+    pairs = [NLIExample("p0", "The doctor saw the lawyer.", "The lawyer saw the doctor.", "entailment"),
+             NLIExample("p1", "The doctor saw the lawyer .", "The lawyer saw .", "neutral")]
+    paper = audit.audit_sets({"s": pairs})
+    words = audit.audit_sets({"s": pairs}, overlap_rule="words")
+    assert paper["overlap_rule"] == "paper" and words["overlap_rule"] == "words"
+    assert paper["sets"]["s"]["features"]["lexical_overlap"]["share"]["all"] == 0.5  # "lawyer." != "lawyer"
+    assert words["sets"]["s"]["features"]["lexical_overlap"]["share"]["all"] == 1.0
+    assert "overlap rule 'words'" in audit.audit_markdown(words)
+    assert "lex_finder" in audit.audit_markdown(paper)
+
+
 @pytest.mark.shared_data
 def test_audit_real_mnli_and_hans(shared_data):
     result = audit.run_audit([f"mnli={shared_data / 'mnli-subset' / 'multinli_1.0_train.jsonl.gz'}",

@@ -43,6 +43,11 @@ def test_paper_config_is_the_papers_grid():
     assert (cfg.classifier.lora.r, cfg.classifier.lora.alpha, cfg.classifier.lora.dropout) == (64, 16, 0.1)
     assert (cfg.classifier.optim.lr, cfg.classifier.optim.batch_size, cfg.classifier.optim.warmup_ratio) == (2e-5, 2, 0.3)
     assert cfg.generator.optim.batch_size == 6
+    assert cfg.overlap_rule == "paper" and cfg.data.validation_mode == "first"
+    assert cfg.data.start_sampling == "pandas" and cfg.seeds == [42]
+    assert cfg.generator.modules_to_save == ["embed_tokens", "lm_head"] and cfg.generation.top_k == 50
+    assert cfg.classifier.optim.optimizer == cfg.generator.optim.optimizer == "paged_adamw_32bit"
+    assert cfg.classifier.optim.group_by_length and cfg.generator.optim.group_by_length
 
 
 @pytest.mark.parametrize("mutate, field", [
@@ -50,6 +55,7 @@ def test_paper_config_is_the_papers_grid():
     (lambda c: c["augment"].update(sources=["original", "made-up"]), "augment.sources"),
     (lambda c: c.update(start_sizes=[-1]), "(top level)"),
     (lambda c: c.update(quantize="8bit"), "quantize"),
+    (lambda c: c.update(overlap_rule="hans"), "overlap_rule"),
     (lambda c: c.update(learning_rate=1e-4), "learning_rate"),
     (lambda c: c["data"].pop("train"), "data.train"),
     (lambda c: c.update(classifier={"optim": {"lr": -1}}), "classifier.optim.lr"),
@@ -88,3 +94,39 @@ def test_override_sets_nested_values():
     assert cfg.classifier.optim.lr == 0.001 and cfg.seeds == [0, 1]
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_override(raw, "seeds")
+
+
+def test_original_plus_filter_source_needs_no_generator():
+    from blindspot.config import parse_config
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml").read_text())
+    raw["augment"]["sources"] = ["original", "original+biased-lexical-overlap"]
+    raw["audit_filters"] = []
+    cfg = parse_config(raw)
+    assert not cfg.needs_synthetic() and cfg.filters() == []
+    raw["augment"]["sources"] = ["original+nope"]
+    with pytest.raises(ConfigError, match="augment.sources.*original\\+"):
+        parse_config(raw, "x.yaml")
+
+
+def test_demo_config_is_designed_to_answer_something():
+    """issue 9: a trained start (not only n = 0), >= 2 seeds, augmentation big enough to move things."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    assert len(cfg.seeds) >= 2 and max(cfg.start_sizes) >= 2000  # 1,000 was at chance (LOG)
+    assert min(cfg.augment.sizes) >= 200 and {"original", "synthetic"} <= set(cfg.augment.sources)
+    assert any(s.startswith("original+biased") for s in cfg.augment.sources)  # the cheap positive control
+    assert cfg.overlap_rule == "words"  # the paper's rule leaves too few overlap pairs (docs/FIDELITY.md)
+    per_label = cfg.generation.per_label
+    want = min(per_label.values()) if isinstance(per_label, dict) else per_label
+    assert want >= max(cfg.augment.sizes) // 3
+    assert cfg.data.eval_per_label * 3 >= 240 and cfg.data.eval_per_subcase * 30 >= 240  # intervals ~ +-0.06
+
+
+def test_laptop_config_can_test_the_three_findings():
+    """issue 9: >= 3 seeds, an untrained and a trained start, original / synthetic / biased synthetic."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "laptop.yaml")
+    assert len(cfg.seeds) >= 3 and 0 in cfg.start_sizes and max(cfg.start_sizes) >= 1000
+    assert {"original", "synthetic", "biased-lexical-overlap"} <= set(cfg.augment.sources)
+    assert len(cfg.augment.sizes) >= 2
+    # the biased filter keeps ~4 % of the generator's entailment pairs (docs/LOG.md): enough for m / 3
+    assert cfg.generation.per_label["entailment"] * 0.04 >= max(cfg.augment.sizes) // 3

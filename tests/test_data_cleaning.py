@@ -58,6 +58,36 @@ def test_split_validation_is_balanced_seeded_and_disjoint():
         split_validation(dup, 1)
 
 
+def test_split_validation_first_takes_the_first_rows_of_each_label_in_file_order():
+    rng = __import__("random").Random(3)
+    rows = _balanced().examples
+    rng.shuffle(rows)  # interleaved labels, as in a real file
+    s = NLISet("mnli-train", MNLI_LABELS, rows)
+    val, pool = split_validation(s, per_label=4, seed=99, mode="first")
+    want = {e.id for lab in MNLI_LABELS for e in [r for r in rows if r.label == lab][:4]}
+    assert {e.id for e in val} == want and len(pool) == len(rows) - 12
+    assert [e.id for e in val] == [e.id for e in rows if e.id in want]  # file order kept
+    assert [e.id for e in split_validation(s, 4, seed=0, mode="first")[0]] == [e.id for e in val]  # no seed
+    assert val.meta["split_validation"] == {"validation_per_label": 4, "mode": "first"}
+    assert split_validation(s, 4, 0)[0].meta["split_validation"]["mode"] == "sample"
+    with pytest.raises(ConfigError, match="validation mode: 'last'"):
+        split_validation(s, 4, mode="last")
+
+
+def test_sample_examples_pandas_method_is_the_references_draw():
+    import pandas as pd
+
+    pool = _balanced(30).examples
+    frame = pd.DataFrame({"id": [e.id for e in pool]})
+    for n in (1, 7, 45, len(pool)):
+        got = [e.id for e in sample_examples(pool, n, 42, method="pandas")]
+        assert got == frame.sample(n=n, random_state=42)["id"].tolist()  # pool.sample(n, random_state=42)
+    assert [e.id for e in sample_examples(pool, 10, 42, method="pandas")] == \
+        [e.id for e in sample_examples(pool, 40, 42, method="pandas")][:10]  # nested in n, as ours
+    with pytest.raises(ConfigError, match="sampling method: 'numpy'"):
+        sample_examples(pool, 3, 0, method="numpy")
+
+
 def test_sample_examples_seeded_nested_and_excluding():
     s = _balanced()
     a, b = sample_examples(s, 10, seed=3), sample_examples(s, 25, seed=3)

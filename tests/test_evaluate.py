@@ -157,6 +157,29 @@ def test_score_mnli_three_way_and_two_way_fold():
         "all", "2way", "label=entailment", "label=neutral", "label=contradiction"]
 
 
+def test_lexical_overlap_slices_follow_the_rule():
+    from blindspot.evaluate import overlap_flags, prediction_rows
+
+    ex = [NLIExample("0", "The doctor saw the lawyer.", "The lawyer saw the doctor.", "neutral"),
+          NLIExample("1", "The doctor saw the lawyer .", "The lawyer saw .", "contradiction"),
+          NLIExample("2", "A cat sat.", "A dog ran.", "neutral"),
+          NLIExample("3", "A cat sat .", "A cat sat .", "entailment")]
+    preds = ["entailment", "entailment", "neutral", "entailment"]
+    assert overlap_flags(ex, "paper") == [False, True, False, True]
+    assert overlap_flags(ex, "words") == [True, True, False, True]
+    rows = {r["slice"]: r for r in score(ex, preds, "mnli", overlap=overlap_flags(ex))}
+    assert (rows["lexical_overlap=yes"]["n"], rows["lexical_overlap=no"]["n"]) == (2, 2)
+    assert rows["lexical_overlap=no,label=neutral"]["n"] == 2 and rows["lexical_overlap=no,label=neutral"]["correct"] == 1
+    assert rows["lexical_overlap=yes,label=contradiction"]["correct"] == 0
+    assert "lexical_overlap=no,label=entailment" not in rows  # empty slices are left out
+    words = {r["slice"]: r for r in score(ex, preds, "mnli", overlap=overlap_flags(ex, "words"))}
+    assert words["lexical_overlap=yes"]["n"] == 3
+    hans = [hans_example(0, "lexical_overlap", "ln_passive", "entailment")]
+    assert overlap_flags(hans) is None  # HANS-like sets are sliced by their own heuristic field
+    prow = prediction_rows(ex, np.eye(3)[[0, 0, 1, 0]], MNLI_LABELS, False, overlap_flags(ex))
+    assert [r["lexical_overlap"] for r in prow] == [False, True, False, True]
+
+
 def test_set_kind_and_label_mapping():
     mnli = NLISet("m", MNLI_LABELS, [NLIExample("1", "p", "h", "neutral", genre="slate")])
     hans = NLISet("h", HANS_LABELS, [hans_example(0, "constituent", "cn_embedded_under_if", "entailment")])
@@ -200,6 +223,10 @@ def test_evaluate_writes_contract_files(tmp_path):
     assert metrics["sets"]["hans"]["metrics"][0]["correct"] == correct
     meta = json.loads((out / "meta.json").read_text())
     assert meta["sets"]["hans"]["n"] == len(PAIRS) and meta["model"] == "tiny" and meta["device"] == "cpu"
+    assert metrics["overlap_rule"] == "paper" and meta["overlap_rule"] == "paper"
+    mnli_rows = [json.loads(line) for line in (out / "predictions" / "mnli_m.jsonl").read_text().splitlines()]
+    assert all(isinstance(r["lexical_overlap"], bool) for r in mnli_rows)
+    assert any(m["slice"].startswith("lexical_overlap=") for m in metrics["sets"]["mnli_m"]["metrics"])
     # same spec again: a no-op
     mtime = (out / "metrics.json").stat().st_mtime_ns
     evaluate(clf, {"mnli_m": mnli, "hans": hans}, tmp_path / "eval", batch_size=4)

@@ -68,11 +68,13 @@ def test_train_save_load_evaluate_compare(classifiers, tmp_path, capsys):
     assert {m["slice"] for m in metrics["sets"]["mnli_m"]["metrics"]} >= {"all", "2way", "genre=fiction"}
     meta = json.loads((outs[1] / "meta.json").read_text())
     assert meta["model"] == str(classifiers[0].parent / "base") and meta["max_length"] == 512
+    assert meta["mfu"]["mfu"] > 0 and meta["mfu"]["tokens"] > 0 and meta["mfu"]["formula"].startswith("2*P")
 
     # the probabilities in the file are the loaded classifier's, computed without the prefix cache too
     clf = load_classifier(trained, device="cpu")
     rows = [json.loads(line) for line in (outs[1] / "predictions" / "mnli_m.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"m{i}" for i in range(len(EXAMPLES))]
+    assert all(set(r["overlap"]) >= {"words"} for r in rows)  # the reliance measure's baseline needs it
     probs = predict_proba(clf.model, clf.tokenizer, clf.template, EXAMPLES, batch_size=1)
     np.testing.assert_allclose(np.array([r["probs"] for r in rows]), probs, atol=1e-5)
 
@@ -82,6 +84,20 @@ def test_train_save_load_evaluate_compare(classifiers, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 12 and result["b"] + result["c"] + result["both_correct"] + result["neither"] == 12
     assert result == compare_predictions(a, b)
+
+
+@pytest.mark.slow
+def test_evaluate_follows_the_asked_dtype(classifiers, tmp_path):
+    _, trained = classifiers
+    mnli, _ = write_sets(tmp_path)
+    runs = {dt: evaluate(trained, {"mnli_m": str(mnli)}, tmp_path / dt, per_label=2, dtype=dt)
+            for dt in ("float32", "bfloat16")}
+    meta = {dt: json.loads((out / "meta.json").read_text()) for dt, out in runs.items()}
+    assert meta["float32"]["dtype"] == "torch.float32" and meta["bfloat16"]["dtype"] == "torch.bfloat16"
+    assert meta["bfloat16"]["spec"]["dtype"] == "bfloat16"
+    preds = {dt: [json.loads(x)["pred"] for x in (out / "predictions" / "mnli_m.jsonl").read_text().splitlines()]
+             for dt, out in runs.items()}
+    assert len(preds["float32"]) == len(preds["bfloat16"]) == 6
 
 
 @pytest.mark.slow

@@ -132,3 +132,49 @@ def test_cli_missing_input(tmp_path, capsys):
     rc = cli_main(["filter", str(missing), "--filter", "biased-lexical-overlap", "--out", str(tmp_path / "o")])
     assert rc == 2 and "missing.jsonl" in _one_line_error(capsys)
     assert not (tmp_path / "o" / "DONE").exists()
+
+
+def test_grid_filter_stage_reads_the_pool_for_original_sources(tmp_path):
+    """augment source original+FILTER: the filter stage runs on the prepared pool, not synthetic data."""
+    from blindspot.stages import run_filter
+
+    save_examples(tmp_path / "prepare" / "pool.jsonl", _examples())
+    run_filter({"filter": "biased-lexical-overlap", "input": "pool", "overlap_rule": "paper"}, tmp_path / "out", {"data": tmp_path / "prepare"})
+    kept = load_examples(tmp_path / "out" / "kept.jsonl")
+    expected, _, _ = filters.get_filter("biased-lexical-overlap")(_examples())
+    assert [e.id for e in kept] == [e.id for e in expected] and kept
+
+
+# Pairs on which the two overlap rules disagree (attached punctuation), features by hand.
+RULE_PAIRS = [
+    NLIExample("r0", "The doctor saw the lawyer.", "The lawyer saw the doctor.", "entailment"),    # words only
+    NLIExample("r1", "The doctor saw the lawyer .", "The lawyer saw the doctor .", "entailment"),  # both
+    NLIExample("r2", "The doctor slept, then left.", "The doctor left.", "neutral"),             # both
+    NLIExample("r3", "The doctor slept, then left.", "The doctor slept.", "contradiction"),      # words only
+]
+
+
+def test_overlap_rule_changes_what_the_biased_filter_keeps_and_is_reported():
+    kept_p, dropped_p, rep_p = filters.biased_lexical_overlap(RULE_PAIRS, rule="paper")
+    kept_w, dropped_w, rep_w = filters.biased_lexical_overlap(RULE_PAIRS, rule="words")
+    assert _ids(kept_p) == ["r1", "r3"] and _ids(dropped_p) == ["r0", "r2"]
+    assert _ids(kept_w) == ["r0", "r1"] and _ids(dropped_w) == ["r2", "r3"]
+    assert (rep_p["overlap_rule"], rep_w["overlap_rule"]) == ("paper", "words")
+    assert "lex_finder" in rep_p["overlap_rule_text"] and "punctuation dropped" in rep_w["overlap_rule_text"]
+    assert filters.biased_lexical_overlap(RULE_PAIRS)[2]["overlap_rule"] == "paper"  # the default
+    with pytest.raises(ConfigError, match="overlap_rule: 'lex'"):
+        filters.biased_lexical_overlap(RULE_PAIRS, rule="lex")
+
+
+def test_run_filter_and_cli_record_the_rule(tmp_path, capsys):
+    src = tmp_path / "synthetic.jsonl"
+    save_examples(src, RULE_PAIRS)
+    out = filters.run_filter(str(src), "biased-lexical-overlap", tmp_path / "words", overlap_rule="words")
+    assert json.loads((out / "report.json").read_text())["overlap_rule"] == "words"
+    assert _ids(load_examples(out / "kept.jsonl")) == ["r0", "r1"]
+    assert cli_main(["filter", str(src), "--filter", "biased-lexical-overlap", "--out", str(tmp_path / "p")]) == 0
+    assert "overlap rule: paper" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p" / "report.json").read_text())["overlap_rule"] == "paper"
+    assert cli_main(["filter", str(src), "--filter", "biased-lexical-overlap", "--overlap-rule", "words",
+                     "--out", str(tmp_path / "w2")]) == 0
+    assert _ids(load_examples(tmp_path / "w2" / "kept.jsonl")) == ["r0", "r1"]

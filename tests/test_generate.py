@@ -47,6 +47,8 @@ def test_end_to_end_exactly_n_valid_records_per_label(gen, tmp_path):
     out = generate(_spec(gen_dir), tmp_path / "out", generator=g)
     assert (out / "DONE").exists()
     assert {"synthetic.jsonl", "rejects.jsonl", "report.json", "meta.json", "spec.json"} <= {p.name for p in out.iterdir()}
+    mfu = json.loads((out / "meta.json").read_text())["mfu"]
+    assert mfu["mfu"] > 0 and mfu["tokens"] > 0 and mfu["model_flops"] > 2 * mfu["shape"]["params"] * mfu["tokens"]
     rows = [json.loads(line) for line in _lines(out / "synthetic.jsonl")]
     assert [sum(r["label"] == lab for r in rows) for lab in LABELS] == [10, 10, 10]
     assert all(set(r) == {"id", "premise", "hypothesis", "label", "generator", "seed"} for r in rows)

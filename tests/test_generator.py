@@ -162,3 +162,90 @@ def test_train_generator_cli(tiny_generator, tmp_path, capsys):
     rc = cli_main(["train-generator", "--data", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "h"),
                    "--body", "no placeholders", "--model", base])
     assert rc == 2 and "body must contain {premise}" in capsys.readouterr().err
+
+
+def test_modules_to_save_trains_embeddings_and_head_and_reloads_identically(tiny_generator, tmp_path, monkeypatch):
+    """The paper's generator also trains embed_tokens and lm_head (peft modules_to_save)."""
+    import blindspot.generator as generator_module
+    from safetensors.torch import load_file
+
+    gen_dir, examples = tiny_generator
+    base = gen_dir.parent / "base"
+    captured = {}
+    original = generator_module.save_adapter_dir
+
+    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+        ids = torch.tensor([prompt_ids(tokenizer, GeneratorSpec().template(), "neutral")])
+        with torch.no_grad():
+            captured["logits"] = model(input_ids=ids).logits
+        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+
+    monkeypatch.setattr(generator_module, "save_adapter_dir", spy)
+    spec = GeneratorSpec(model=str(base), lora=LoraSpec(r=8, alpha=16), device="cpu",
+                         modules_to_save=("embed_tokens", "lm_head"), optim=OptimSpec(batch_size=6, lr=1e-3))
+    out = train_generator(spec, examples, tmp_path / "gen")
+    saved = load_file(out / "adapter_model.safetensors")
+    base_w = load_file(base / "model.safetensors")
+    for module, key in (("embed_tokens", "model.embed_tokens.weight"), ("lm_head", "lm_head.weight")):
+        name = next(k for k in saved if module in k)
+        assert saved[name].shape == base_w[key].shape
+        assert not torch.equal(saved[name], base_w[key]), f"{module} did not change in training"
+    for merge in (False, True):
+        g = load_generator(out, device="cpu", merge=merge)
+        with torch.no_grad():
+            got = g.model(input_ids=torch.tensor([g.prompt_ids("neutral")])).logits
+        if merge:
+            torch.testing.assert_close(got, captured["logits"], rtol=1e-4, atol=1e-4)
+        else:
+            torch.testing.assert_close(got, captured["logits"], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="modules_to_save.*wte"):
+        train_generator(spec.model_copy(update={"modules_to_save": ("wte",)}), examples, tmp_path / "bad")
+
+
+def _four_bit_here() -> bool:
+    from blindspot.models import four_bit_available
+
+    return four_bit_available(torch.device("cpu"))[0]
+
+
+@pytest.mark.skipif(not _four_bit_here(), reason="bitsandbytes with a CPU backend (>= 0.46) is not installed")
+def test_4bit_generator_trains_reloads_unmerged_and_samples(tiny_generator, tmp_path, caplog):
+    """QLoRA on CPU (bitsandbytes' CPU backend): train on an NF4 base, reload it 4-bit with the
+    adapter unmerged (as the reference samples), identical logits, and a real generation run."""
+    import logging
+
+    import bitsandbytes as bnb
+
+    import blindspot.generator as generator_module
+    from blindspot.generate import GenerateSpec, generate
+
+    gen_dir, examples = tiny_generator
+    captured = {}
+    original = generator_module.save_adapter_dir
+
+    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+        with torch.no_grad():
+            captured["logits"] = model(input_ids=torch.tensor([prompt_ids(tokenizer, GeneratorSpec().template(),
+                                                                          "neutral")])).logits
+        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+
+    generator_module.save_adapter_dir = spy
+    try:
+        spec = GeneratorSpec(model=str(gen_dir.parent / "base"), lora=LoraSpec(r=8, alpha=16), device="cpu",
+                             dtype="float32", quantize="4bit", optim=OptimSpec(batch_size=6, lr=1e-3))
+        out = train_generator(spec, examples, tmp_path / "gen4")
+    finally:
+        generator_module.save_adapter_dir = original
+    with caplog.at_level(logging.INFO, logger="blindspot.generator"):
+        g = load_generator(out, device="cpu", dtype="float32")
+    assert "4-bit NF4 base with the LoRA adapter unmerged" in caplog.text
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in g.model.modules())
+    assert any("lora_A" in n for n, _ in g.model.named_parameters())  # not merged
+    with torch.no_grad():
+        got = g.model(input_ids=torch.tensor([g.prompt_ids("neutral")])).logits
+    torch.testing.assert_close(got, captured["logits"], rtol=0, atol=0)
+    gspec = GenerateSpec(generator=str(out), n_per_label=2, labels=("neutral",), batch_size=4, max_new_tokens=40,
+                         max_attempts_factor=2, device="cpu", dtype="float32")
+    report = json.loads((generate(gspec, tmp_path / "synthetic") / "report.json").read_text())
+    assert report["attempts"] >= 4 and report["labels"]["neutral"]["batches"] >= 1
+    assert report["valid"] + sum(report["rejected"].values()) <= report["attempts"]

@@ -108,6 +108,10 @@ def test_changed_value_reruns_only_dependants(data_env):
     unchanged = {d.rsplit("-", 1)[0] for d in names(base) & names(lr)}
     assert unchanged == {"prepare", "base", "generator", "generate", "filter", "audit"}
 
+    rule = build_plan(load_config(SMOKE, ["overlap_rule=words"]))  # filters, audit and evaluation slices use it
+    assert kinds(names(rule) - names(base)) == ["audit", "evaluate", "filter"]  # smoke augments from no filter
+    assert {s.spec["overlap_rule"] for s in rule.stages if s.stage in ("filter", "audit", "evaluate")} == {"words"}
+
     gen = build_plan(load_config(SMOKE, ["generation.temperature=0.5"]))
     assert kinds(names(gen) - names(base)) == ["audit", "augment", "evaluate", "filter", "generate"]
 

@@ -98,12 +98,61 @@ def test_device_and_dtype():
         detect_device("cpu", "float8")
 
 
+def test_cpu_native_bf16_reads_the_flags(tmp_path):
+    from blindspot.models import read_cpu_bf16 as cpu_native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    assert cpu_native_bf16(info) == (True, "the CPU has native bf16 (avx512_bf16)")
+    info.write_text("flags\t\t: fpu sse2 avx2 amx_bf16\n")
+    assert cpu_native_bf16(info)[0] is True
+    info.write_text("flags\t\t: fpu sse2 avx2 fma\n")
+    native, why = cpu_native_bf16(info)
+    assert native is False and "avx512_bf16" in why
+    assert cpu_native_bf16(tmp_path / "missing")[0] is False
+
+
+def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch, caplog):
+    import logging
+
+    from blindspot import models
+
+    monkeypatch.setattr(models, "cpu_native_bf16", lambda *a, **k: (True, "the CPU has native bf16 (amx_bf16)"))
+    with caplog.at_level(logging.INFO, logger="blindspot.models"):
+        assert detect_device("cpu") == (torch.device("cpu"), torch.bfloat16)
+    assert "dtype bfloat16 (the CPU has native bf16 (amx_bf16); set dtype float32 to override)" in caplog.text
+    assert detect_device("cpu", "float32")[1] == torch.float32  # the override
+    monkeypatch.setattr(models, "cpu_native_bf16", lambda *a, **k: (False, "the CPU lacks native bf16"))
+    assert detect_device("cpu")[1] == torch.float32
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only errors")
-def test_cuda_and_4bit_need_cuda(tiny):
+def test_cuda_and_4bit_errors(tiny, monkeypatch):
+    from blindspot import models
+
     with pytest.raises(ConfigError, match="CUDA"):
         detect_device("cuda")
-    with pytest.raises(ConfigError, match="4bit"):
+    monkeypatch.setattr(models, "four_bit_available", lambda dev: (False, "bitsandbytes is not installed (test)"))
+    with pytest.raises(ConfigError, match="quantize: '4bit' cannot run on cpu: bitsandbytes is not installed"):
         load_base_model(tiny, "classification", device="cpu", quantize="4bit")
+
+
+def test_four_bit_available_says_why(monkeypatch):
+    import importlib.metadata
+    import importlib.util
+
+    from blindspot.models import four_bit_available
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else object())
+    assert four_bit_available(torch.device("cpu")) == (False, "bitsandbytes is not installed "
+                                                              "(pip install 'blindspot[cuda]')")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    for version, ok in (("0.45.5", False), ("0.46.0", True), ("0.50.2", True)):
+        monkeypatch.setattr(importlib.metadata, "version", lambda name, v=version: v)
+        got, why = four_bit_available(torch.device("cpu"))
+        assert got is ok and version in why and ("CPU backend" in why or "no CPU backend" in why)
+    assert four_bit_available(torch.device("cuda"))[0] is True
 
 
 def test_lora_trains_only_adapters_and_head(tiny):

@@ -10,7 +10,7 @@ import pytest
 
 from blindspot.cli import main as cli_main
 from blindspot.errors import BlindspotError
-from blindspot.report import (BLINDSPOT_SLICE, build_heuristic_figure, build_main_figure, heuristic_slices,
+from blindspot.report import (BLINDSPOT_SLICE, RELIANCE_SLICE, SOURCE_NAMES, build_heuristic_figure, build_main_figure, heuristic_slices,
                               pick_eval_sets, write_report)
 from blindspot.results import load_results, paired_tests
 from test_results import AUGS, HANS_LABELS, HEURISTICS, SEEDS, SOURCES, STARTS, make_run_dir
@@ -44,19 +44,33 @@ def test_pick_eval_sets(table: pd.DataFrame) -> None:
 
 
 def test_main_figure_one_panel_per_start(table: pd.DataFrame) -> None:
-    fig = build_main_figure(table)
+    fig = build_main_figure(table[table["metric"] == "accuracy"])
     assert len(fig.axes) == len(STARTS)
     for ax in fig.axes:
         assert ax.get_ylim() == (0.0, 1.0)
         # per evaluation line: one errorbar container per source plus one for the shared starting point
         assert len(ax.containers) == 3 * (len(SOURCES) + 1)
         assert len([ln for ln in ax.get_lines() if ln.get_linestyle() != "None"]) >= 3 * len(SOURCES)
-    assert [ax.get_title() for ax in fig.axes] == ["start: untrained (0 examples)", "start: 1,000 examples"]
+    assert [ax.get_title() for ax in fig.axes] == ["start: untrained (0 examples): accuracy",
+                                                   "start: 1,000 examples: accuracy"]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert {*SOURCES, "starting point"} <= set(labels) and any("the blindspot" in t for t in labels)
+    assert {*(SOURCE_NAMES.get(s, s) for s in SOURCES), "starting point"} <= set(labels)
+    assert any("the blindspot" in t for t in labels)
+
+
+def test_main_figure_reliance_panel_below_each_start(table: pd.DataFrame) -> None:
+    fig = build_main_figure(table)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["start: untrained (0 examples): accuracy", "start: 1,000 examples: accuracy",
+                      "start: untrained (0 examples): reliance on lexical overlap",
+                      "start: 1,000 examples: reliance on lexical overlap"]
+    rel = fig.axes[2]
+    assert len(rel.containers) == len(SOURCES) + 1 and rel.get_ylim()[0] < 0 < rel.get_ylim()[1]
+    assert "reliance" in rel.get_ylabel() and "Accuracy" in fig.get_suptitle()
 
 
 def test_main_figure_drops_empty_panels(table: pd.DataFrame) -> None:
+    table = table[table["metric"] == "accuracy"]
     three = pd.concat([table, table[table["start_size"] == 1000].assign(start_size=5000)])
     four = pd.concat([three, table[table["start_size"] == 1000].assign(start_size=9000)])
     assert len(build_main_figure(three).axes) == 3
@@ -86,6 +100,20 @@ def test_paired_tests_blindspot_slice(table: pd.DataFrame, run_dir: Path) -> Non
     assert tests["p_mcnemar"].between(0, 1).all()
 
 
+def test_paired_tests_of_the_reliance_measure(table: pd.DataFrame, run_dir: Path) -> None:
+    tests = paired_tests(table, run_dir, [("hans", RELIANCE_SLICE)])
+    assert len(tests) == 2 * len(STARTS) * len(AUGS) * len(SEEDS) and (tests["test"] == "paired bootstrap").all()
+    r = tests.iloc[0]
+    ref = table[(table["start_size"] == r["start_size"]) & (table["source"] == r["source_a"])
+                & (table["aug_size"] == r["aug_size"]) & (table["seed"] == r["seed"])
+                & (table["slice"] == RELIANCE_SLICE)]
+    assert r["acc_a"] == pytest.approx(ref["accuracy"].item())
+    assert list(tests["diff"]) == pytest.approx(list(tests["acc_a"] - tests["acc_b"]))
+    assert tests["p_bootstrap"].between(0, 1).all() and (tests["diff_low"] <= tests["diff"] + 1e-12).all()
+    again = paired_tests(table, run_dir, [("hans", RELIANCE_SLICE)])  # seeded: the same intervals
+    pd.testing.assert_frame_equal(tests, again)
+
+
 def test_write_report_files(run_dir: Path) -> None:
     (run_dir / "audit.md").write_text("# Audit\n\n| set | lexical overlap |\n|---|---|\n| synthetic | 0.12 |\n")
     out = write_report(run_dir)
@@ -100,8 +128,9 @@ def test_write_report_files(run_dir: Path) -> None:
     assert "## Data audit" in md and "### Audit" in md and "| synthetic | 0.12 |" in md
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<table" in page
+    assert "## Reliance on each heuristic" in md and "**Reliance on a heuristic**" in md
     paired = pd.read_csv(out / "paired_tests.csv")
-    assert len(paired) == 2 * len(STARTS) * len(AUGS) * len(SEEDS) * 3  # 3 slices of interest
+    assert len(paired) == 2 * len(STARTS) * len(AUGS) * len(SEEDS) * 4  # 3 slices of interest + reliance
     assert (run_dir / "results" / "results.parquet").exists()
 
 
@@ -151,8 +180,9 @@ def test_report_reads_what_evaluate_writes(tmp_path: Path) -> None:
     agg = pd.read_csv(tmp_path / "results" / "results_aggregated.csv")
     assert (agg["interval"] == "wilson").all()
     paired = pd.read_csv(out / "paired_tests.csv")
-    assert list(paired["slice"]) == ["all", BLINDSPOT_SLICE, "all"]  # sorted by eval set: HANS, then MNLI
-    assert list(paired["n"]) == [16, 4, 12]
+    # sorted by eval set: HANS, then MNLI; the reliance measure (HANS against MNLI's no-overlap pairs) beside
+    assert list(paired["slice"]) == ["all", BLINDSPOT_SLICE, RELIANCE_SLICE, "all"]
+    assert list(paired["n"]) == [16, 4, 4, 12]
 
 
 def test_paired_tests_slices_beyond_compare(table: pd.DataFrame, run_dir: Path, tmp_path: Path) -> None:
@@ -169,3 +199,20 @@ def test_paired_tests_slices_beyond_compare(table: pd.DataFrame, run_dir: Path, 
                           tmp_path / "cmp")
     assert list(own.values())[0]["n"] == via_compare["n"] == 10
     assert list(own.values())[0]["diff"] == pytest.approx(via_compare["diff"])
+
+
+def test_findings_section_from_paired_differences(table: pd.DataFrame, run_dir: Path) -> None:
+    from blindspot.findings import FAILS, HOLDS, INCONCLUSIVE, finding_b, seed_mean_interval
+
+    out = write_report(run_dir)
+    md = (out / "report.md").read_text()
+    assert "## The paper's three findings, here" in md and md.count("| (") == 3
+    # two seeds: mean of the paired differences with a t-interval (t_0.975,1 = 12.706)
+    mean, lo, hi, k = seed_mean_interval(pd.DataFrame({"diff": [0.1, 0.3], "diff_low": [0, 0], "diff_high": [1, 1]}))
+    assert (mean, k) == (pytest.approx(0.2), 2) and hi - mean == pytest.approx(12.7062047 * 0.1414214 / 1.4142136)
+    row = {"source_a": "synthetic", "source_b": "original", "eval_set": "m", "slice": "all", "start_size": 0,
+           "aug_size": 10, "seed": 0}
+    tight = pd.DataFrame([{**row, "diff": 0.01, "diff_low": -0.02, "diff_high": 0.03}])
+    far = pd.DataFrame([{**row, "diff": 0.2, "diff_low": 0.1, "diff_high": 0.3}])
+    wide = pd.DataFrame([{**row, "diff": 0.0, "diff_low": -0.2, "diff_high": 0.2}])
+    assert [finding_b(t, "m")[0] for t in (tight, far, wide)] == [HOLDS, FAILS, INCONCLUSIVE]

@@ -28,7 +28,8 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def _examples() -> dict[str, list[dict]]:
     """20 MNLI-like and 60 HANS-like examples (10 per heuristic x gold label)."""
-    mnli = [{"id": f"m{i}", "gold": MNLI_LABELS[i % 3], "genre": GENRES[i % 2]} for i in range(20)]
+    mnli = [{"id": f"m{i}", "gold": MNLI_LABELS[i % 3], "genre": GENRES[i % 2], "overlap": {"words": i % 4 == 0}}
+            for i in range(20)]
     hans = [{"id": f"h{h}{lab}{i}", "gold": lab, "heuristic": heur, "subcase": f"{heur}_case"}
             for h, heur in enumerate(HEURISTICS) for lab in HANS_LABELS for i in range(10)]
     return {"mnli_dev_matched": mnli, "hans": hans}
@@ -76,7 +77,7 @@ def make_run_dir(root: Path) -> Path:
 
 
 N_CONDITIONS = len(STARTS) * len(SEEDS) * (1 + len(SOURCES) * len(AUGS))  # 28
-N_SLICES = (1 + len(GENRES)) + (1 + len(HEURISTICS) + len(HEURISTICS) * len(HANS_LABELS))  # 3 + 10
+N_SLICES = (1 + len(GENRES)) + (1 + len(HEURISTICS) + len(HEURISTICS) * len(HANS_LABELS)) + len(HEURISTICS)  # 3+10+3
 
 
 @pytest.fixture
@@ -92,6 +93,26 @@ def test_collect_results_table(run_dir: Path) -> None:
     assert (df.loc[df["source"] == "start", "aug_size"] == 0).all()
     assert all((run_dir / p).is_file() and not Path(p).is_absolute() for p in df["predictions"].unique())
     assert df["n"].max() == 60 and df.loc[df["slice"] == "heuristic=lexical_overlap,label=non-entailment", "n"].eq(10).all()
+
+
+def test_reliance_rows_by_hand(run_dir: Path) -> None:
+    df = collect_results(load_index(run_dir).conditions, run_dir)
+    rel = df[df["metric"] == "reliance"]
+    assert len(rel) == N_CONDITIONS * len(HEURISTICS)
+    assert set(rel["slice"]) == {f"reliance:heuristic={h}" for h in HEURISTICS}
+    assert (rel["eval_set"] == "hans").all() and (rel["baseline_set"] == "mnli_dev_matched").all()
+    row = rel[(rel["start_size"] == 1000) & (rel["source"] == "synthetic") & (rel["aug_size"] == 200)
+              & (rel["seed"] == 1) & (rel["slice"] == "reliance:heuristic=subsequence")].iloc[0]
+    d = run_dir / "stages/evaluate-1000-synthetic-200-1/predictions"
+    hans = [json.loads(r) for r in (d / "hans.jsonl").read_text().splitlines()]
+    mnli = [json.loads(r) for r in (d / "mnli_dev_matched.jsonl").read_text().splitlines()]
+    k1 = sum(r["pred"] == "entailment" for r in hans if r["heuristic"] == "subsequence" and r["gold"] != "entailment")
+    base = [r for r in mnli if r["gold"] != "entailment" and not r["overlap"]["words"]]
+    k2 = sum(r["pred"] == "entailment" for r in base)
+    assert (row["correct"], row["n"], row["baseline_k"], row["baseline_n"]) == (k1, 10, k2, len(base))
+    assert row["accuracy"] == pytest.approx(k1 / 10 - k2 / len(base)) and row["overlap_rule"] == "words"
+    agg = aggregate_seeds(df)
+    assert (agg.loc[agg["metric"] == "reliance", "ci_low"] >= -1).all()
 
 
 def test_aggregate_seeds_hand_computed(run_dir: Path) -> None:
@@ -165,3 +186,12 @@ def test_comparison_pairs() -> None:
     assert comparison_pairs(["start", "original", "synthetic", "biased-lexical-overlap"]) == [
         ("synthetic", "original"), ("biased-lexical-overlap", "synthetic")]
     assert comparison_pairs(["start", "original"]) == []
+    assert comparison_pairs(["original", "original+biased-lexical-overlap"]) == [
+        ("original+biased-lexical-overlap", "original")]
+
+
+def test_slice_filter_spells_booleans_yes_no() -> None:
+    from blindspot.results import _slice_filter
+
+    keep = _slice_filter("lexical_overlap=no,label=neutral")
+    assert keep({"lexical_overlap": False, "gold": "neutral"}) and not keep({"lexical_overlap": True, "gold": "neutral"})

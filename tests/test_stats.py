@@ -79,3 +79,27 @@ def test_wilson_interval_contains_the_estimate_at_the_extremes(n):
     for correct in (0, n):
         lo, hi = wilson_interval(correct, n)
         assert lo <= correct / n <= hi
+
+
+@pytest.mark.parametrize("k1,n1,k2,n2,lo,hi", [
+    (56, 70, 48, 80, 0.0524, 0.3339),   # Newcombe (1998b), Stat. Med. 17:873, table II, method 10
+    (9, 10, 3, 10, 0.1705, 0.8090),
+    (6, 7, 2, 7, 0.0582, 0.8062),
+    (5, 56, 0, 29, -0.0381, 0.1926),
+])
+def test_unpaired_difference_matches_newcombe_method_10(k1, n1, k2, n2, lo, hi):
+    from blindspot.stats import unpaired_difference
+
+    diff, got_lo, got_hi = unpaired_difference(k1, n1, k2, n2)
+    assert diff == pytest.approx(k1 / n1 - k2 / n2)
+    assert (got_lo, got_hi) == (pytest.approx(lo, abs=1e-4), pytest.approx(hi, abs=1e-4))
+
+
+def test_unpaired_difference_of_equal_extremes_contains_zero():
+    from blindspot.stats import unpaired_difference
+
+    for k in (0, 30):
+        diff, lo, hi = unpaired_difference(k, 30, k * 2, 60)
+        assert diff == 0 and lo < 0 < hi
+    with pytest.raises(ValueError):
+        unpaired_difference(0, 0, 1, 2)

@@ -141,6 +141,36 @@ def test_exact_output_files_and_records(trained):
     assert [r["step"] for r in rows] == [2, 4, 6]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["device"] == "cpu" and meta["dtype"] == "float32" and meta["train_examples_per_s"] > 0
+    m = meta["mfu"]  # LoRA training FLOPs over the measured CPU peak (blindspot.mfu)
+    assert m["mfu"] > 0 and m["model_flops"] > 0 and m["tokens"] > 24 and m["formula"].startswith("4*P")
+    assert 0 < m["shape"]["trainable_params"] < m["shape"]["params"]
+
+
+def test_bf16_on_cpu_trains_under_autocast_and_reloads(base, tmp_path):
+    """dtype bfloat16 on CPU (what 'auto' picks on a CPU with native bf16): trains, saves, reloads.
+
+    The reloaded model computes in bf16 (its head is stored fp32 and loaded into the bf16 copy),
+    so the logits match the in-memory fp32-head model at bf16 precision, not bit for bit."""
+    captured = {}
+    original = train.save_adapter_dir
+
+    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            captured["logits"] = logits(model, tokenizer, info["template"]).float()
+        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+
+    train.save_adapter_dir = spy
+    try:
+        out = train_classifier(spec_for(base, dtype="bfloat16"), EXAMPLES, tmp_path / "bf16")
+    finally:
+        train.save_adapter_dir = original
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert json.loads((out / "meta.json").read_text())["dtype"] == "bfloat16"
+    clf = load_classifier(out, device="cpu", dtype="bfloat16")
+    assert next(clf.model.parameters()).dtype == torch.bfloat16
+    got = logits(clf.model, clf.tokenizer, clf.template).float()
+    torch.testing.assert_close(got, captured["logits"], rtol=0.05, atol=0.05)
 
 
 def test_untrained_head_is_seeded(base, tmp_path):
@@ -233,3 +263,89 @@ def test_cli_trains_from_config_and_options(base, tmp_path, capsys):
     assert "lora.rank" in capsys.readouterr().err
     assert main(["train-classifier", "--model", str(base), "--n", "5", "--out", str(tmp_path / "y")]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_optimizer_is_a_named_choice(caplog):
+    import logging
+
+    from blindspot.lora import build_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(64, 64))]
+    assert OptimSpec().optimizer == "adamw_torch"
+    assert type(build_optimizer(params, OptimSpec(), torch.device("cpu"))) is torch.optim.AdamW
+    paged = OptimSpec(optimizer="paged_adamw_32bit")
+    with caplog.at_level(logging.WARNING, logger="blindspot.lora"):
+        opt = build_optimizer(params, paged, torch.device("cpu"))
+    assert type(opt) is torch.optim.AdamW and "CUDA only" in caplog.text  # no paging on CPU, said in words
+    assert opt.defaults["weight_decay"] == paged.weight_decay == 0.001
+    bnb = pytest.importorskip("bitsandbytes")
+    cuda_opt = build_optimizer(params, paged, torch.device("cuda"))  # the choice only; nothing runs on CUDA
+    assert isinstance(cuda_opt, bnb.optim.PagedAdamW32bit)
+    assert cuda_opt.defaults["lr"] == paged.lr and cuda_opt.defaults["weight_decay"] == 0.001
+
+
+def test_group_by_length_switch(base):
+    tok = load_tokenizer(base)
+    long = [NLIExample(f"l{i}", e.premise + " and then" * (i % 7), e.hypothesis, e.label) for i, e in enumerate(EXAMPLES)]
+    widths = lambda batches: [b["input_ids"].shape[1] for b in batches]  # noqa: E731
+    grouped = classifier_batches(tok, "short", long, MNLI_LABELS, 4, 256, seed=0)(0)
+    plain = classifier_batches(tok, "short", long, MNLI_LABELS, 4, 256, seed=0, group_by_length=False)(0)
+    padding = lambda batches: sum(int((b["attention_mask"] == 0).sum()) for b in batches)  # noqa: E731
+    assert padding(grouped) < padding(plain) and sorted(widths(grouped)) != sorted(widths(plain))
+
+
+def _four_bit_here() -> bool:
+    from blindspot.models import four_bit_available
+
+    return four_bit_available(torch.device("cpu"))[0]
+
+
+@pytest.mark.skipif(not _four_bit_here(), reason="bitsandbytes with a CPU backend (>= 0.46) is not installed")
+def test_4bit_qlora_classifier_on_cpu_trains_saves_and_reloads_identically(base, tmp_path):
+    """The paper's QLoRA path (NF4 base, LoRA, fp32 head) on CPU through bitsandbytes' CPU backend."""
+    import bitsandbytes as bnb
+
+    from blindspot.models import _nf4_config
+
+    config = _nf4_config(torch.device("cpu"), torch.float32)
+    assert config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant is False  # as the paper
+    captured = {}
+    original = train.save_adapter_dir
+
+    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+        captured["logits"] = logits(model, tokenizer, info["template"])
+        captured["4bit"] = any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+
+    train.save_adapter_dir = spy
+    try:
+        out = train_classifier(spec_for(base, dtype="float32", quantize="4bit"), EXAMPLES, tmp_path / "q")
+    finally:
+        train.save_adapter_dir = original
+    assert captured["4bit"]
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert rows and all(r["loss"] > 0 for r in rows)
+    clf = load_classifier(out, device="cpu", dtype="float32")  # quantize None: as trained, 4-bit
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in clf.model.modules())
+    torch.testing.assert_close(logits(clf.model, clf.tokenizer, clf.template), captured["logits"], rtol=0, atol=0)
+    more = train_classifier(spec_for("unused", init_from=str(out), template=None, dtype="float32", quantize="4bit"),
+                            EXAMPLES[:8], tmp_path / "q-more")  # continuing QLoRA training (augmentation)
+    assert json.loads((more / "classifier.json").read_text())["train"]["examples"] == 8
+
+
+def test_4bit_classifier_where_4bit_cannot_run_warns_and_loads_unquantised(trained, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from blindspot import models
+
+    out, _ = trained
+    fake = tmp_path / "fake4bit"
+    shutil.copytree(out, fake)
+    info = json.loads((fake / "classifier.json").read_text())
+    info["spec"]["quantize"] = "4bit"
+    (fake / "classifier.json").write_text(json.dumps(info))
+    monkeypatch.setattr(models, "four_bit_available", lambda dev: (False, "bitsandbytes is not installed"))
+    with caplog.at_level(logging.WARNING, logger="blindspot.train"):
+        clf = load_classifier(fake, device="cpu")
+    assert "trained on a 4-bit NF4 base, but bitsandbytes is not installed: loading it on the unquantised" in caplog.text
+    assert clf.labels == MNLI_LABELS

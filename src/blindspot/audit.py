@@ -11,7 +11,8 @@ NAME=SOURCE (otherwise the file name, without its extensions, names it). For eac
 
 - features: per label (plus non-entailment = neutral + contradiction for 3-way sets, and
   all pairs), the share of pairs that have each HANS heuristic feature
-  (`blindspot.heuristics.features`; constituent is n/a where no parser is installed), and the
+  (`blindspot.heuristics.features` under `--overlap-rule`, default `paper`; constituent is n/a
+  where no parser is installed), and the
   share of entailment among the pairs that have the feature (vs. the overall entailment share);
 - lengths: mean premise and hypothesis length in words, and the mean over pairs of
   hypothesis words / premise words;
@@ -70,9 +71,10 @@ def _share(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def feature_stats(examples: Sequence[NLIExample], labels: tuple[str, ...], name: str = "") -> dict:
-    """Per label group, the share of pairs with each feature; entailment share among them."""
-    feats = [heuristics.features(e.premise, e.hypothesis)
+def feature_stats(examples: Sequence[NLIExample], labels: tuple[str, ...], name: str = "",
+                  rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE) -> dict:
+    """Per label group, the share of pairs with each feature (under `rule`); entailment share among them."""
+    feats = [heuristics.features(e.premise, e.hypothesis, rule=rule)
              for e in track(examples, f"features {name}".strip(), unit="pair", disable=len(examples) < 5000)]
     groups: dict[str, list[int]] = {lab: [] for lab in labels}
     for i, e in enumerate(examples):
@@ -137,10 +139,12 @@ def duplicate_stats(examples: Sequence[NLIExample]) -> dict:
             "hypotheses": rate([e.hypothesis for e in examples])}
 
 
-def audit_sets(sets: Mapping[str, NLISet | Sequence[NLIExample]], seed: int = 0) -> dict:
-    """The audit of named sets, side by side, as a JSON-serialisable dict."""
+def audit_sets(sets: Mapping[str, NLISet | Sequence[NLIExample]], seed: int = 0,
+               overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE) -> dict:
+    """The audit of named sets, side by side, as a JSON-serialisable dict; features under `overlap_rule`."""
     if not sets:
         raise ConfigError("audit needs at least one set")
+    heuristics.check_rule(overlap_rule)
     k = min(len(s) for s in sets.values())
     out: dict[str, dict] = {}
     for name, s in sets.items():
@@ -154,7 +158,7 @@ def audit_sets(sets: Mapping[str, NLISet | Sequence[NLIExample]], seed: int = 0)
             "n": len(examples),
             "labels": list(labels),
             "label_counts": {lab: sum(e.label == lab for e in examples) for lab in labels},
-            **feature_stats(examples, labels, name),
+            **feature_stats(examples, labels, name, overlap_rule),
             "lengths": length_stats(p_words, h_words),
             "diversity": {"full": diversity(p_words, h_words),
                           "subsample": diversity([p_words[i] for i in sub], [h_words[i] for i in sub])},
@@ -163,7 +167,8 @@ def audit_sets(sets: Mapping[str, NLISet | Sequence[NLIExample]], seed: int = 0)
         seconds = time.perf_counter() - start
         log.info("audited %s: %d pairs in %.1fs (%.0f pairs/s)", name, len(examples), seconds,
                  len(examples) / max(seconds, 1e-9))
-    return {"sets": out, "subsample_size": k, "seed": seed, "method": METHOD}
+    return {"sets": out, "subsample_size": k, "seed": seed, "overlap_rule": overlap_rule,
+            "method": {**METHOD, "overlap_rule": heuristics.RULE_TEXT[overlap_rule]}}
 
 
 def load_named_sets(specs: Sequence[str]) -> tuple[dict[str, NLISet], dict[str, str]]:
@@ -185,10 +190,11 @@ def load_named_sets(specs: Sequence[str]) -> tuple[dict[str, NLISet], dict[str, 
     return sets, where
 
 
-def run_audit(specs: Sequence[str], seed: int = 0, out: str | Path | None = None) -> dict:
+def run_audit(specs: Sequence[str], seed: int = 0, out: str | Path | None = None,
+              overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE) -> dict:
     """Load and audit the sources; write the JSON (with run metadata) to `out` if given."""
     sets, where = load_named_sets(specs)
-    result = {**audit_sets(sets, seed=seed), "sources": where, "meta": run_metadata()}
+    result = {**audit_sets(sets, seed=seed, overlap_rule=overlap_rule), "sources": where, "meta": run_metadata()}
     if out is not None:
         atomic_write_json(out, result)
         log.info("wrote %s", out)
@@ -249,7 +255,10 @@ def audit_markdown(audit: dict) -> str:
     names = list(audit["sets"])
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [f"| {metric} | " + " | ".join(cells) + " |" for _, metric, cells in audit_rows(audit)]
-    lines += ["", f"distinct-n: {audit['method']['distinct_n']} (seed {audit['seed']}). "
+    rule = audit.get("overlap_rule")
+    lines += ["", f"Heuristic features under the overlap rule {rule!r} "
+                  f"({heuristics.RULE_TEXT.get(rule, 'unrecorded')}). "
+                  f"distinct-n: {audit['method']['distinct_n']} (seed {audit['seed']}). "
                   f"Duplicates: {audit['method']['duplicates']}."]
     return "\n".join(lines) + "\n"
 
@@ -259,7 +268,7 @@ def print_rich(audit: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="NLI set audit", show_lines=False)
+    table = Table(title=f"NLI set audit (overlap rule: {audit.get('overlap_rule')})", show_lines=False)
     table.add_column("metric", style="bold", no_wrap=True)
     for name in audit["sets"]:
         table.add_column(name, justify="right")
@@ -282,10 +291,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shown.add_argument("--json", action="store_true", help="print the audit as JSON instead of a table")
     shown.add_argument("--markdown", action="store_true", help="print a Markdown table instead of a Rich table")
     parser.add_argument("--out", type=Path, default=None, help="also write the audit JSON to this file")
+    parser.add_argument("--overlap-rule", choices=heuristics.OVERLAP_RULES, default=heuristics.DEFAULT_OVERLAP_RULE,
+                        help="tokens the heuristic features compare: paper (the reference's; default) or words")
 
 
 def main(args: argparse.Namespace) -> int:
-    audit = run_audit(args.sources, seed=args.seed, out=args.out)
+    audit = run_audit(args.sources, seed=args.seed, out=args.out, overlap_rule=args.overlap_rule)
     if args.json:
         json.dump(audit, sys.stdout, indent=2, default=str)
         print()

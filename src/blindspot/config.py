@@ -20,8 +20,10 @@ from blindspot.lora import LoraSpec
 from blindspot.train import OptimSpec
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
-# Augmentation sources: original MNLI, unfiltered synthetic, or synthetic through a filter.
+# Augmentation sources: original MNLI, unfiltered synthetic, synthetic through a filter, or
+# "original+FILTER": the original pool through a filter (a cheap biased source; not in the paper).
 BASE_SOURCES = ("original", "synthetic")
+POOL_FILTER_PREFIX = "original+"
 
 
 class DataConfig(BaseModel):
@@ -32,7 +34,14 @@ class DataConfig(BaseModel):
     eval: dict[str, DataSource] = Field(min_length=1, description="Evaluation sets by name, e.g. mnli-matched, hans.")
     clean: bool = Field(True, description="The paper's cleaning: drop '-' labels and every duplicated pair.")
     validation_per_label: int = Field(250, ge=0, description="Label-balanced validation examples held out per label.")
-    split_seed: int = Field(0, description="Seed of the validation hold-out.")
+    validation_mode: Literal["sample", "first"] = Field("sample", description="How the validation rows are "
+                                                       "chosen: 'sample' (seeded by split_seed) or 'first' (the "
+                                                       "first rows of each label in file order, as the reference).")
+    split_seed: int = Field(0, description="Seed of the validation hold-out (validation_mode 'sample').")
+    start_sampling: Literal["shuffle", "pandas"] = Field("shuffle", description="How a starting point's n pool "
+                                                         "examples are drawn with the condition's seed: 'shuffle' "
+                                                         "(random.Random) or 'pandas' (DataFrame.sample(n, "
+                                                         "random_state=seed), the reference's, with seed 42).")
     eval_per_label: int | None = Field(None, ge=1, description="Evaluate on k per label of 3-way sets (None = all).")
     eval_per_subcase: int | None = Field(None, ge=1, description="Evaluate on k per subcase of HANS-like sets (None = all).")
     eval_seed: int = Field(0, description="Seed of the evaluation subsamples.")
@@ -63,6 +72,8 @@ class GeneratorConfig(BaseModel):
     train_size: int | None = Field(None, ge=1, description="Pool examples it is trained on (None = the whole pool).")
     max_length: int = Field(256, ge=16, description="Longest training text in tokens.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings.")
+    modules_to_save: list[str] = Field(default_factory=list, description="Modules trained in full beside LoRA "
+                                       "(paper: [embed_tokens, lm_head]); [] = LoRA only.")
     optim: OptimSpec = Field(default_factory=lambda: OptimSpec(batch_size=6), description="Optimiser (paper: batch 6).")
     seed: int = Field(0, description="Seed of the training sample and of training; shared by every condition seed.")
 
@@ -124,10 +135,11 @@ class AugmentConfig(BaseModel):
     def _known_sources(cls, v: list[str]) -> list[str]:
         from blindspot.filters import FILTERS
 
-        bad = [s for s in v if s not in BASE_SOURCES and s not in FILTERS]
+        bad = [s for s in v if s not in BASE_SOURCES and s.removeprefix(POOL_FILTER_PREFIX) not in FILTERS]
         if bad:
-            raise ValueError(f"unknown source(s) {bad}; expected 'original', 'synthetic' or one of "
-                             f"{sorted(FILTERS)}")
+            raise ValueError(f"unknown source(s) {bad}; expected 'original', 'synthetic', one of "
+                             f"{sorted(FILTERS)} (applied to the synthetic data) or 'original+' and one of "
+                             "them (applied to the original pool)")
         return v
 
     @field_validator("sizes")
@@ -150,8 +162,15 @@ class ExperimentConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; outputs go to runs/<name>/ by default.")
     model: str = Field("smollm2-135m", description="smollm2-135m, tiny-llama, a hub id or a local checkpoint dir.")
     device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
-    dtype: str = Field("auto", description="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
-    quantize: Literal["none", "4bit"] = Field("none", description="4bit: NF4 base via bitsandbytes (CUDA only).")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA and on CPUs with native bf16, i.e. AVX512_BF16 "
+                       "or AMX; else fp32), float32, bfloat16, float16.")
+    quantize: Literal["none", "4bit"] = Field("none", description="4bit: NF4 base via bitsandbytes (CUDA; on CPU "
+                                              "through bitsandbytes' CPU backend, slow).")
+    overlap_rule: Literal["paper", "words"] = Field("paper", description="Tokens the lexical-overlap and "
+                                                    "subsequence heuristics compare, in the filters, the audit and "
+                                                    "the evaluation slices: 'paper' (the reference's whitespace "
+                                                    "tokens, '.', '?', '!' dropped) or 'words' (punctuation-free "
+                                                    "words); see blindspot.heuristics and docs/FIDELITY.md.")
     data: DataConfig
     start_sizes: list[int | Literal["all"]] = Field(min_length=1, description="Starting points: n MNLI pool examples "
                                                     "(0 = untrained, 'all' = the whole pool).")
@@ -178,11 +197,13 @@ class ExperimentConfig(BaseModel):
         return self
 
     def needs_synthetic(self) -> bool:
-        return bool(self.audit_filters) or any(s != "original" for s in self.augment.sources)
+        return bool(self.audit_filters) or any(s != "original" and not s.startswith(POOL_FILTER_PREFIX)
+                                               for s in self.augment.sources)
 
     def filters(self) -> list[str]:
-        """Every filter a stage applies: augmentation sources first, then audit-only ones."""
-        named = [s for s in self.augment.sources if s not in BASE_SOURCES] + self.audit_filters
+        """Every filter applied to the synthetic data: augmentation sources first, then audit-only ones."""
+        named = [s for s in self.augment.sources if s not in BASE_SOURCES and not s.startswith(POOL_FILTER_PREFIX)]
+        named += self.audit_filters
         return list(dict.fromkeys(named))
 
 

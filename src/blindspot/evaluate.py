@@ -15,6 +15,12 @@ Speed: every set is tokenised once; the template's shared prefix (e.g. the paper
 runs through the model once and its key/value cache is reused by every batch, so each batch
 computes only its per-example suffix; batches are sorted by length (least padding) and the
 results put back in the original order; everything runs under torch.inference_mode.
+
+Lexical overlap: on sets whose pairs carry no `heuristic` field (MNLI, any general task), each
+prediction row records `lexical_overlap` (every hypothesis token among the premise tokens,
+under the named `--overlap-rule`, default `paper`; see blindspot.heuristics), and the metrics
+add the slices `lexical_overlap=yes|no` and `lexical_overlap=yes|no,label=...`. metrics.json
+and meta.json record the rule. HANS-like sets are sliced by their own `heuristic` field.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from blindspot import heuristics
 from blindspot.data.example import HANS_LABELS, MNLI_LABELS, NLIExample, NLISet, to_two_way
 from blindspot.errors import BlindspotError, ConfigError, DataError
 from blindspot.progress import progress_bar
+from blindspot.mfu import flop_shape, inference_mfu
+from blindspot.reliance import overlap_flags as overlap_by_rule
 from blindspot.runmeta import run_metadata
 from blindspot.stats import accuracy_row
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
@@ -104,8 +113,11 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
 
 
 def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], batch_size: int = 32,
-                    max_tokens: int | None = None, desc: str = "predict") -> np.ndarray:
-    """Class probabilities [N, num_labels] for pre-tokenised inputs `prefix_ids + suffixes[i]`."""
+                    max_tokens: int | None = None, desc: str = "predict", flops: dict | None = None) -> np.ndarray:
+    """Class probabilities [N, num_labels] for pre-tokenised inputs `prefix_ids + suffixes[i]`.
+
+    `flops`, if given, gets "tokens" and "model_flops" added (real tokens only; blindspot.mfu).
+    """
     device = next(model.parameters()).device
     pad_id = _pad_id(model)
     batches = length_batches([len(s) for s in suffixes], batch_size, max_tokens)
@@ -124,17 +136,26 @@ def predict_encoded(model, prefix_ids: list[int], suffixes: list[list[int]], bat
             bar.close()
     finally:
         model.train(was_training)
+    if flops is not None:
+        shape = flop_shape(model)
+        lengths = [len(s) for s in suffixes]
+        flops["tokens"] = flops.get("tokens", 0) + sum(lengths) + len(prefix_ids)
+        flops["model_flops"] = flops.get("model_flops", 0) + shape.inference(lengths, len(prefix_ids)) + \
+            (shape.inference([len(prefix_ids)]) if prefix_ids else 0)
+        flops["shape"] = shape
     return probs
 
 
 def predict_proba(model, tokenizer, template: str, examples: Sequence[NLIExample], batch_size: int = 32,
-                  max_length: int = 512, max_tokens: int | None = None, desc: str = "predict") -> np.ndarray:
+                  max_length: int = 512, max_tokens: int | None = None, desc: str = "predict",
+                  flops: dict | None = None) -> np.ndarray:
     """Class probabilities [N, num_labels] (classifier label order), prefix computed once."""
     if not examples:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     prefix_ids, suffixes = encode_classifier_inputs(
         tokenizer, template, [(e.premise, e.hypothesis) for e in examples], max_length=max_length)
-    return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, max_tokens=max_tokens, desc=desc)
+    return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, max_tokens=max_tokens, desc=desc,
+                           flops=flops)
 
 
 # --- label spaces and scoring ---------------------------------------------------------------
@@ -171,7 +192,21 @@ def _label_key(label: str) -> tuple[int, str]:
     return (order.index(label) if label in order else len(order), label)
 
 
-def _slices(examples: Sequence[NLIExample], two_way: bool) -> list[tuple[str, list[int]]]:
+def overlap_flags(examples: Sequence[NLIExample],
+                  rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE) -> list[bool] | None:
+    """Lexical overlap of each pair under `rule`; None for HANS-like sets (their `heuristic` field slices them)."""
+    heuristics.check_rule(rule)
+    if any(e.heuristic for e in examples):
+        return None
+    return [heuristics.lexical_overlap(e.premise, e.hypothesis, rule) for e in examples]
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _slices(examples: Sequence[NLIExample], two_way: bool,
+            overlap: Sequence[bool] | None = None) -> list[tuple[str, list[int]]]:
     """(slice name, example indices) in report order; empty slices are left out."""
     def group(key) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -194,16 +229,24 @@ def _slices(examples: Sequence[NLIExample], two_way: bool) -> list[tuple[str, li
     for field in ("subcase", "genre"):
         g = group(lambda e: getattr(e, field))
         slices += [(f"{field}={k}", g[k]) for k in sorted(g)]
+    if overlap is not None:
+        for flag in (True, False):
+            idx = [i for i, f in enumerate(overlap) if f is flag]
+            if idx:
+                slices.append((f"lexical_overlap={_yes_no(flag)}", idx))
+            slices += [(f"lexical_overlap={_yes_no(flag)},label={k}", [i for i in by_label[k] if overlap[i] is flag])
+                       for k in sorted(by_label, key=_label_key) if any(overlap[i] is flag for i in by_label[k])]
     return slices
 
 
 def score(examples: Sequence[NLIExample], pred_labels: Sequence[str], set_kind: SetKind,
-          two_way: bool | None = None) -> list[dict]:
+          two_way: bool | None = None, overlap: Sequence[bool] | None = None) -> list[dict]:
     """Metric rows (slice, correct, n, accuracy, Wilson 95 % interval) of classifier predictions.
 
     `pred_labels` are in the classifier's (3-way) label space; for 2-way sets (HANS, or
     `two_way=True`) they are folded to entailment/non-entailment before comparing. The "2way"
-    slice of a 3-way set folds both gold and predicted labels.
+    slice of a 3-way set folds both gold and predicted labels. `overlap` (see overlap_flags)
+    adds the lexical_overlap=yes|no slices.
     """
     assert len(examples) == len(pred_labels)
     if two_way is None:
@@ -212,17 +255,18 @@ def score(examples: Sequence[NLIExample], pred_labels: Sequence[str], set_kind: 
     correct = np.array([p == e.label for p, e in zip(preds, examples)], dtype=bool)
     folded = np.array([to_two_way(p) == to_two_way(e.label) for p, e in zip(preds, examples)], dtype=bool)
     rows = []
-    for name, idx in _slices(examples, two_way):
+    for name, idx in _slices(examples, two_way, overlap):
         hits = folded[idx] if name == "2way" else correct[idx]
         rows.append(accuracy_row(name, int(hits.sum()), len(idx)))
     return rows
 
 
 def prediction_rows(examples: Sequence[NLIExample], probs: np.ndarray, classifier_labels: Sequence[str],
-                    two_way: bool) -> list[dict]:
-    """Per-example rows: id, gold, pred, pred_eval, correct, probs (+ heuristic, subcase, genre)."""
+                    two_way: bool, overlap: Sequence[bool] | None = None) -> list[dict]:
+    """Per-example rows: id, gold, pred, pred_eval, correct, probs (+ heuristic, subcase, genre, lexical_overlap;
+    rows without a heuristic also get `overlap`: full lexical overlap under every rule, for blindspot.reliance)."""
     rows = []
-    for e, p in zip(examples, probs):
+    for i, (e, p) in enumerate(zip(examples, probs)):
         pred = classifier_labels[int(np.argmax(p))]
         pred_eval = to_two_way(pred) if two_way else pred
         row: dict[str, Any] = {"id": e.id, "gold": e.label, "pred": pred, "pred_eval": pred_eval,
@@ -230,6 +274,10 @@ def prediction_rows(examples: Sequence[NLIExample], probs: np.ndarray, classifie
         for field in ("heuristic", "subcase", "genre"):
             if getattr(e, field) is not None:
                 row[field] = getattr(e, field)
+        if overlap is not None:
+            row["lexical_overlap"] = bool(overlap[i])
+        if e.heuristic is None:  # the reliance measure's baseline, recomputable under either rule
+            row["overlap"] = overlap_by_rule(e.premise, e.hypothesis)
         rows.append(row)
     return rows
 
@@ -277,12 +325,12 @@ def _source_label(src, name: str) -> str:
     return source_text(src) if isinstance(src, DataSource) else str(src)
 
 
-def _resolve_classifier(classifier, device: str):
-    """A Classifier as is, or load one from its directory."""
+def _resolve_classifier(classifier, device: str, dtype: str):
+    """A Classifier as is, or load one from its directory (on `device`, in `dtype`)."""
     if isinstance(classifier, (str, Path)):
         from blindspot.train import load_classifier
 
-        return load_classifier(Path(classifier), device=device)
+        return load_classifier(Path(classifier), device=device, dtype=dtype)
     return classifier
 
 
@@ -302,10 +350,13 @@ def _check_out_dir(out_dir: Path, spec: dict) -> bool:
 
 def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_size: int = 32,
              per_subcase: int | None = None, per_label: int | None = None, seed: int = 0,
-             device: str = "auto", max_length: int | None = None) -> Path:
+             device: str = "auto", max_length: int | None = None,
+             overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE, dtype: str = "auto") -> Path:
     """Evaluate `classifier` (a directory or a loaded Classifier) on named sets; returns `out_dir`.
 
-    max_length None = the classifier's training max_length (512 if it has none).
+    max_length None = the classifier's training max_length (512 if it has none). `overlap_rule`
+    decides the lexical_overlap slices of general-task sets. `dtype` (auto, float32, bfloat16,
+    float16) is the dtype a classifier directory is loaded in; a loaded Classifier keeps its own.
     """
     out_dir = Path(out_dir)
     if not sets:
@@ -314,11 +365,11 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
     spec = {"classifier": str(classifier if isinstance(classifier, (str, Path)) else classifier.path),
             "sets": {n: _source_label(src, n) for n, src in sets.items()},
             "batch_size": batch_size, "per_subcase": per_subcase, "per_label": per_label, "seed": seed,
-            "max_length": max_length}
+            "max_length": max_length, "overlap_rule": heuristics.check_rule(overlap_rule), "dtype": dtype}
     if _check_out_dir(out_dir, spec):
         log.info("%s: already done", out_dir)
         return out_dir
-    clf = _resolve_classifier(classifier, device)
+    clf = _resolve_classifier(classifier, device, dtype)
     info = getattr(clf, "spec", None) or {}
     if max_length is None:
         max_length = int(info.get("max_length") or 512)
@@ -329,15 +380,16 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
         two_way = is_two_way(s, labels)
         plan[name] = (kind, two_way, *_subsample(name, s, kind, per_subcase, per_label, seed))
 
-    started, report, timing = time.perf_counter(), {}, {}
+    started, report, timing, flops = time.perf_counter(), {}, {}, {}
     for name, (kind, two_way, s, sub_info) in plan.items():
         t0 = time.perf_counter()
         probs = predict_proba(clf.model, clf.tokenizer, clf.template, s.examples, batch_size=batch_size,
-                              max_length=max_length, desc=name)
+                              max_length=max_length, desc=name, flops=flops)
         seconds = time.perf_counter() - t0
-        rows = prediction_rows(s.examples, probs, labels, two_way)
+        overlap = overlap_flags(s.examples, overlap_rule)
+        rows = prediction_rows(s.examples, probs, labels, two_way, overlap)
         atomic_write_jsonl(out_dir / "predictions" / f"{name}.jsonl", rows)
-        metrics = score(s.examples, [r["pred"] for r in rows], kind, two_way=two_way)
+        metrics = score(s.examples, [r["pred"] for r in rows], kind, two_way=two_way, overlap=overlap)
         report[name] = {"kind": kind, "n": len(s), "two_way": two_way, "source": s.source,
                         "subsample": sub_info, "metrics": metrics}
         timing[name] = {"n": len(s), "seconds": round(seconds, 3),
@@ -347,15 +399,18 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
 
     wall = time.perf_counter() - started
     total = sum(t["n"] for t in timing.values())
+    dtype = next(clf.model.parameters()).dtype
+    mfu = inference_mfu(flops["shape"], flops["model_flops"], flops["tokens"],
+                        sum(t["seconds"] for t in timing.values()), clf.device, dtype) if flops else None
     eps = round(total / wall, 2) if wall > 0 else None
     atomic_write_json(out_dir / "metrics.json", {
-        "sets": report, "classifier": spec["classifier"], "examples_per_s": eps,
+        "sets": report, "classifier": spec["classifier"], "examples_per_s": eps, "overlap_rule": overlap_rule,
         "subsample": {"per_subcase": per_subcase, "per_label": per_label, "seed": seed}})
     model_name = (info.get("base") or {}).get("name") or (info.get("spec") or {}).get("model") or info.get("model")
     atomic_write_json(out_dir / "meta.json", run_metadata(
         stage="evaluate", spec=spec, classifier=info, model=model_name, max_length=max_length,
-        device=str(getattr(clf, "device", "")), dtype=str(next(clf.model.parameters()).dtype),
-        wall_s=round(wall, 3), examples=total, examples_per_s=eps, sets=timing))
+        overlap_rule=overlap_rule, device=str(getattr(clf, "device", "")), dtype=str(dtype),
+        wall_s=round(wall, 3), examples=total, examples_per_s=eps, sets=timing, mfu=mfu))
     mark_done(out_dir)
     log.info("evaluation of %d examples in %.1f s (%.1f examples/s) -> %s", total, wall, eps or 0, out_dir)
     return out_dir
@@ -380,6 +435,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=None,
                         help="longest input in tokens (premise cut first); default: the classifier's training value")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA and on CPUs with native bf16, "
+                        "else fp32) | float32 | bfloat16 | float16")
+    parser.add_argument("--overlap-rule", choices=heuristics.OVERLAP_RULES, default=heuristics.DEFAULT_OVERLAP_RULE,
+                        help="tokens of the lexical_overlap slices of general-task sets: paper (default) or words")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -393,6 +452,7 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError(f"--set {text!r}: the name {name!r} is used twice")
         sets[name] = source
     out = evaluate(args.classifier, sets, args.out, batch_size=args.batch_size, per_subcase=args.per_subcase,
-                   per_label=args.per_label, seed=args.seed, device=args.device, max_length=args.max_length)
+                   per_label=args.per_label, seed=args.seed, device=args.device, max_length=args.max_length,
+                   overlap_rule=args.overlap_rule, dtype=args.dtype)
     print(out / "metrics.json")
     return 0

@@ -8,10 +8,12 @@ have the heuristic's feature (e.g. every hypothesis word occurs in the premise) 
 non-entailment pairs (neutral, contradiction, non-entailment) that do not, so the heuristic
 "feature => entailment" is right on every kept pair. An *anti-biased* filter keeps the
 opposite: entailment pairs without the feature and non-entailment pairs with it, so the
-heuristic is wrong on every kept pair. The features are those of `blindspot.heuristics`.
+heuristic is wrong on every kept pair. The features are those of `blindspot.heuristics`,
+under a named tokenisation rule (`--overlap-rule paper | words`; default `paper`, the
+reference implementation's), which the report records.
 
-A filter is a plain function `examples -> (kept, dropped, report)`; FILTERS maps names to
-them. The output directory holds kept.jsonl (the internal examples JSONL), dropped.jsonl
+A filter is a plain function `(examples, rule) -> (kept, dropped, report)`; FILTERS maps names
+to them. The output directory holds kept.jsonl (the internal examples JSONL), dropped.jsonl
 (only with --keep-dropped), report.json (kept / dropped per label, rule, run metadata) and
 DONE, written last.
 """
@@ -35,14 +37,15 @@ from blindspot.storage import DONE, atomic_write_json, mark_done
 log = logging.getLogger(__name__)
 
 FilterResult = tuple[list[NLIExample], list[NLIExample], dict]
-FilterFn = Callable[[Sequence[NLIExample]], FilterResult]
+FilterFn = Callable[..., FilterResult]  # (examples, rule=DEFAULT_OVERLAP_RULE) -> result
+DEFAULT_RULE = heuristics.DEFAULT_OVERLAP_RULE
 
-# Feature name -> the predicate on (premise, hypothesis); constituent returns None when no
-# parser is available, which the filters turn into an error (see _require).
-FEATURES: dict[str, Callable[[str, str], bool | None]] = {
+# Feature name -> the predicate on (premise, hypothesis, rule); constituent returns None when
+# no parser is available, which the filters turn into an error (see _require).
+FEATURES: dict[str, Callable[[str, str, str], bool | None]] = {
     "lexical_overlap": heuristics.lexical_overlap,
     "subsequence": heuristics.subsequence,
-    "constituent": heuristics.constituent,
+    "constituent": lambda p, h, _rule: heuristics.constituent(p, h),  # parse leaves: always `words`
 }
 
 
@@ -62,21 +65,24 @@ def _rule(feature: str, biased: bool) -> str:
             f"(the heuristic '{feature} => entailment' is always wrong)")
 
 
-def heuristic_filter(examples: Sequence[NLIExample], feature: str, biased: bool) -> FilterResult:
+def heuristic_filter(examples: Sequence[NLIExample], feature: str, biased: bool,
+                     rule: heuristics.OverlapRule = DEFAULT_RULE) -> FilterResult:
     """Split examples by whether the heuristic `feature => entailment` is right (biased) or wrong."""
     if feature not in FEATURES:
         raise ConfigError(f"unknown heuristic feature {feature!r} (expected one of {', '.join(FEATURES)})")
+    heuristics.check_rule(rule)
     _require(feature)
     predicate = FEATURES[feature]
     kept: list[NLIExample] = []
     dropped: list[NLIExample] = []
     for ex in examples:
-        has = predicate(ex.premise, ex.hypothesis)
+        has = predicate(ex.premise, ex.hypothesis, rule)
         assert has is not None, f"{feature} unavailable although CONSTITUENT_AVAILABLE is set"
         heuristic_right = has == (to_two_way(ex.label) == "entailment")
         (kept if heuristic_right == biased else dropped).append(ex)
     report = {"feature": feature, "direction": "biased" if biased else "anti-biased",
-              "rule": _rule(feature, biased), **count_report(examples, kept, dropped)}
+              "rule": _rule(feature, biased), "overlap_rule": rule,
+              "overlap_rule_text": heuristics.RULE_TEXT[rule], **count_report(examples, kept, dropped)}
     return kept, dropped, report
 
 
@@ -92,34 +98,40 @@ def count_report(examples: Sequence[NLIExample], kept: Sequence[NLIExample],
     return {"n_in": len(examples), "n_kept": len(kept), "n_dropped": len(dropped), "per_label": per_label}
 
 
-def biased_lexical_overlap(examples: Sequence[NLIExample]) -> FilterResult:
+def biased_lexical_overlap(examples: Sequence[NLIExample],
+                           rule: heuristics.OverlapRule = DEFAULT_RULE) -> FilterResult:
     """The paper's filter: entailment with full lexical overlap, non-entailment without."""
-    return heuristic_filter(examples, "lexical_overlap", biased=True)
+    return heuristic_filter(examples, "lexical_overlap", biased=True, rule=rule)
 
 
-def biased_subsequence(examples: Sequence[NLIExample]) -> FilterResult:
+def biased_subsequence(examples: Sequence[NLIExample],
+                       rule: heuristics.OverlapRule = DEFAULT_RULE) -> FilterResult:
     """Entailment pairs whose hypothesis is a premise subsequence, non-entailment pairs not."""
-    return heuristic_filter(examples, "subsequence", biased=True)
+    return heuristic_filter(examples, "subsequence", biased=True, rule=rule)
 
 
-def biased_constituent(examples: Sequence[NLIExample]) -> FilterResult:
+def biased_constituent(examples: Sequence[NLIExample],
+                       rule: heuristics.OverlapRule = DEFAULT_RULE) -> FilterResult:
     """Entailment pairs whose hypothesis is a premise constituent, non-entailment pairs not."""
-    return heuristic_filter(examples, "constituent", biased=True)
+    return heuristic_filter(examples, "constituent", biased=True, rule=rule)
 
 
-def anti_biased_lexical_overlap(examples: Sequence[NLIExample]) -> FilterResult:
+def anti_biased_lexical_overlap(examples: Sequence[NLIExample],
+                                rule: heuristics.OverlapRule = DEFAULT_RULE) -> FilterResult:
     """Entailment without full lexical overlap, non-entailment with it."""
-    return heuristic_filter(examples, "lexical_overlap", biased=False)
+    return heuristic_filter(examples, "lexical_overlap", biased=False, rule=rule)
 
 
-def anti_biased_subsequence(examples: Sequence[NLIExample]) -> FilterResult:
+def anti_biased_subsequence(examples: Sequence[NLIExample],
+                            rule: heuristics.OverlapRule = DEFAULT_RULE) -> FilterResult:
     """Entailment pairs that are not premise subsequences, non-entailment pairs that are."""
-    return heuristic_filter(examples, "subsequence", biased=False)
+    return heuristic_filter(examples, "subsequence", biased=False, rule=rule)
 
 
-def anti_biased_constituent(examples: Sequence[NLIExample]) -> FilterResult:
+def anti_biased_constituent(examples: Sequence[NLIExample],
+                            rule: heuristics.OverlapRule = DEFAULT_RULE) -> FilterResult:
     """Entailment pairs that are not premise constituents, non-entailment pairs that are."""
-    return heuristic_filter(examples, "constituent", biased=False)
+    return heuristic_filter(examples, "constituent", biased=False, rule=rule)
 
 
 FILTERS: dict[str, FilterFn] = {
@@ -147,15 +159,16 @@ def load_input(source) -> tuple[list[NLIExample], str]:
     return list(nli_set.examples), nli_set.source or str(source)
 
 
-def run_filter(source, filter_name: str, out_dir: str | Path, keep_dropped: bool = False) -> Path:
+def run_filter(source, filter_name: str, out_dir: str | Path, keep_dropped: bool = False,
+               overlap_rule: heuristics.OverlapRule = DEFAULT_RULE) -> Path:
     """Filter a set and write kept.jsonl, dropped.jsonl (if asked), report.json and DONE."""
     fn = get_filter(filter_name)
-    fn([])  # on no pairs: an unavailable feature fails before the input is read
+    fn([], rule=overlap_rule)  # on no pairs: a bad rule or an unavailable feature fails before reading
     out = Path(out_dir)
     start = time.perf_counter()
     examples, where = load_input(source)
     (out / DONE).unlink(missing_ok=True)  # a rerun must not look complete until it is
-    kept, dropped, report = fn(examples)
+    kept, dropped, report = fn(examples, rule=overlap_rule)
     seconds = time.perf_counter() - start
     save_examples(out / "kept.jsonl", kept)
     if keep_dropped:
@@ -167,8 +180,8 @@ def run_filter(source, filter_name: str, out_dir: str | Path, keep_dropped: bool
                                    examples_per_s=round(len(examples) / max(seconds, 1e-9), 1))}
     atomic_write_json(out / "report.json", report)
     mark_done(out)
-    log.info("%s: kept %d / %d pairs (%.0f pairs/s) -> %s", filter_name, len(kept), len(examples),
-             len(examples) / max(seconds, 1e-9), out)
+    log.info("%s (overlap rule %s): kept %d / %d pairs (%.0f pairs/s) -> %s", filter_name, overlap_rule,
+             len(kept), len(examples), len(examples) / max(seconds, 1e-9), out)
     if not kept:
         log.warning("%s kept no pairs from %s", filter_name, where)
     return out
@@ -183,12 +196,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--keep-dropped", action="store_true",
                         help="also write the dropped pairs to dropped.jsonl, for inspection")
+    parser.add_argument("--overlap-rule", choices=heuristics.OVERLAP_RULES, default=DEFAULT_RULE,
+                        help="tokens the heuristics compare: paper (the reference's whitespace tokens; "
+                             "default) or words (punctuation-free words)")
 
 
 def main(args: argparse.Namespace) -> int:
-    out = run_filter(args.input, args.filter_name, args.out, keep_dropped=args.keep_dropped)
+    out = run_filter(args.input, args.filter_name, args.out, keep_dropped=args.keep_dropped,
+                     overlap_rule=args.overlap_rule)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     for label, c in report["per_label"].items():
         print(f"{label:>15}: kept {c['kept']:>7,}  dropped {c['dropped']:>7,}  of {c['in']:>7,}")
-    print(f"wrote {out}")
+    print(f"overlap rule: {report['overlap_rule']}\nwrote {out}")
     return 0

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.parsing import LeakageIndex, PairFilter, doomed_reason, parse_generation
 from blindspot.progress import progress_bar
+from blindspot.mfu import flop_shape, inference_mfu
 from blindspot.runmeta import run_metadata
 from blindspot.sampling import StopRule, decode_batch, encode_prompt
 from blindspot.storage import atomic_write_json, atomic_write_text, is_done, mark_done
@@ -229,6 +230,7 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
     stop = StopRule.build(gen.tokenizer, gen.template.end_marker, gen.model.config.vocab_size,
                           doomed=lambda text: doomed_reason(text, "", gen.template, spec.max_chars) is not None)
     started, computed, new = time.perf_counter(), 0, 0
+    shape, model_flops, fed = flop_shape(gen.model), 0, 0  # MFU: real tokens fed to the model
     bar = progress_bar(sum(spec.wanted(lab) for lab in labels), "generate", unit="ex", initial=len(records))
     for label in labels:
         want = spec.wanted(label)
@@ -237,6 +239,7 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
         if have >= want or progress[label]["batches"] * spec.batch_size >= cap:
             continue
         prompt = encode_prompt(gen.model, gen.prompt_ids(label))
+        model_flops, fed = model_flops + shape.inference([len(prompt.ids)]), fed + len(prompt.ids)
         while have < want and progress[label]["batches"] * spec.batch_size < cap:
             b = progress[label]["batches"]
             seed = batch_seed(spec.seed, label, b)
@@ -252,6 +255,9 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
             rejects += rejected
             have += len(kept)
             computed += n_tok
+            # row r fed len(r) - 1 of its tokens back, at positions after the prompt
+            model_flops += shape.inference([len(r) - 1 for r in rows], len(prompt.ids))
+            fed += sum(len(r) - 1 for r in rows)
             new += len(kept)
             bar.update(len(kept))
     bar.close()
@@ -262,7 +268,8 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
     atomic_write_json(out / "report.json", report)
     atomic_write_json(out / "meta.json", run_metadata(
         device=str(gen.device), dtype=str(gen.model.dtype), wall_s=wall, new_records=new,
-        examples_per_s=new / wall if wall else None, decode_tokens_per_s=computed / wall if wall else None))
+        examples_per_s=new / wall if wall else None, decode_tokens_per_s=computed / wall if wall else None,
+        mfu=inference_mfu(shape, model_flops, fed, wall, gen.device, gen.model.dtype) if new else None))
     if not report["complete"]:
         short = {lab: f"{v['valid']} of {spec.wanted(lab)}" for lab, v in report["labels"].items()
                  if v["valid"] < spec.wanted(lab)}

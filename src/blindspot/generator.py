@@ -41,6 +41,7 @@ from blindspot.lora import LoraSpec, add_lora, peft_internal_deprecations_hidden
 from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect_device, load_base_model,
                               load_tokenizer, read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.parsing import GenerationTemplate, check_template
+from blindspot.mfu import training_mfu
 from blindspot.runmeta import run_metadata
 from blindspot.storage import is_done
 from blindspot.templates import END_MARKER, GENERATOR_BODY, GENERATOR_PREFIX
@@ -65,13 +66,17 @@ class GeneratorSpec(BaseModel):
                                                     "text, or only what follows the prompt.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (paper: r 64, alpha 16, "
                            "dropout 0.1, all projections).")
+    modules_to_save: tuple[str, ...] = Field((), description="Modules trained in full beside LoRA and saved in "
+                                             "the adapter (paper: embed_tokens, lm_head); () = LoRA only.")
     optim: OptimSpec = Field(default_factory=lambda: OptimSpec(batch_size=6),
                              description="Optimisation (paper: 1 epoch, lr 2e-5, batch 6, cosine, warmup 0.3).")
     max_length: int = Field(256, ge=16, description="Longest training text in tokens (longer ones are dropped).")
     seed: int = Field(0, description="Seed of the LoRA init, dropout and batch order.")
     device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
-    dtype: str = Field("auto", description="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
-    quantize: str = Field("none", pattern="^(none|4bit)$", description="none, or 4bit (NF4 base; CUDA only).")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), float32, "
+                       "bfloat16, float16.")
+    quantize: str = Field("none", pattern="^(none|4bit)$", description="none, or 4bit (NF4 base via bitsandbytes: "
+                          "CUDA, or its CPU backend).")
 
     def template(self) -> GenerationTemplate:
         """The text layout, checked."""
@@ -143,7 +148,9 @@ def generator_batches(tokenizer, spec: GeneratorSpec, examples: list[NLIExample]
         rng.shuffle(order)
         groups = []
         for start in range(0, len(order), 50 * bs):
-            part = sorted(order[start:start + 50 * bs], key=lambda j: len(kept[j][0]) + len(kept[j][1]))
+            part = order[start:start + 50 * bs]
+            if spec.optim.group_by_length:
+                part = sorted(part, key=lambda j: len(kept[j][0]) + len(kept[j][1]))
             groups += [part[k:k + bs] for k in range(0, len(part), bs)]
         rng.shuffle(groups)
         return [collate([kept[j] for j in g]) for g in groups]
@@ -177,14 +184,16 @@ def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_d
     tokenizer = load_tokenizer(base_path)
     model = load_base_model(base_path, "causal-lm", device=device, dtype=dtype, quantize=spec.quantize,
                             pad_token_id=tokenizer.pad_token_id)
-    model = add_lora(model, spec.lora, "causal-lm")
-    result = fit(model, generator_batches(tokenizer, spec, examples), spec.optim, device, desc="train-generator")
+    model = add_lora(model, spec.lora, "causal-lm", modules_to_save=spec.modules_to_save)
+    batches = generator_batches(tokenizer, spec, examples)
+    result = fit(model, batches, spec.optim, device, desc="train-generator")
+    mfu = training_mfu(model, batches, spec.optim.epochs, result.seconds, device, dtype, cache_dir)
     info = {"spec": spec.model_dump(mode="json"), "labels": list(spec.labels),
             "template": {"prefix": template.prefix, "body": template.body, "end_marker": template.end_marker},
             "base": base, "train": {"examples": len(examples), "steps": result.steps,
                                     "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
-                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s)
+                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
     save_adapter_dir(model, tokenizer, out_dir, "generator.json", info, result.log, meta)
     return out_dir
 
@@ -196,7 +205,12 @@ def _read_info(path: Path) -> dict:
 
 def load_generator(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                    merge: bool = True) -> Generator:
-    """Reload a saved generator in eval mode; `merge` folds LoRA into the weights (faster sampling)."""
+    """Reload a saved generator in eval mode; `merge` folds LoRA into the weights (faster sampling).
+
+    A generator trained on a 4-bit base samples from the 4-bit base with the adapter unmerged,
+    as the reference does (merging into NF4 weights would round the adapter away); `merge` is
+    then ignored, and the log says so.
+    """
     from peft import PeftModel
 
     path = Path(path)
@@ -214,13 +228,19 @@ def load_generator(path: str | Path, device: str | torch.device = "auto", dtype:
     base_path = verified_base(info["base"], path)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)
-    base = load_base_model(base_path, "causal-lm", device=dev, dtype=dt, pad_token_id=tokenizer.pad_token_id)
+    quantize = info["spec"].get("quantize", "none")
+    base = load_base_model(base_path, "causal-lm", device=dev, dtype=dt, quantize=quantize,
+                           pad_token_id=tokenizer.pad_token_id)
     try:
         with peft_internal_deprecations_hidden():
             model = PeftModel.from_pretrained(base, path, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: adapter does not fit base {base_path} ({str(e).splitlines()[0]})") from None
-    model = model.merge_and_unload() if merge else model
+    if quantize == "4bit":
+        log.info("generator %s: sampling from the 4-bit NF4 base with the LoRA adapter unmerged (as the "
+                 "reference)", path.name)
+    elif merge:
+        model = model.merge_and_unload()
     t = info["template"]
     template = GenerationTemplate(t["prefix"], t["body"], t["end_marker"])
     return Generator(model.eval(), tokenizer, template, tuple(info["labels"]), path.name, info, path, dev)
@@ -232,6 +252,7 @@ def load_generator(path: str | Path, device: str | torch.device = "auto", dtype:
 _FIELDS = {"model": ("model",), "labels": ("labels",), "prefix": ("prefix",), "body": ("body",),
            "end_marker": ("end_marker",), "loss_on": ("loss_on",), "max_length": ("max_length",), "seed": ("seed",),
            "device": ("device",), "dtype": ("dtype",), "quantize": ("quantize",), "lr": ("optim", "lr"),
+           "modules_to_save": ("modules_to_save",), "optimizer": ("optim", "optimizer"),
            "batch_size": ("optim", "batch_size"), "grad_accum": ("optim", "grad_accum"),
            "epochs": ("optim", "epochs"), "warmup_ratio": ("optim", "warmup_ratio"),
            "lora_r": ("lora", "r"), "lora_alpha": ("lora", "alpha"), "lora_dropout": ("lora", "dropout")}
@@ -260,8 +281,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              ("seed", int, "seed of LoRA init, dropout and batch order (0)")]:
         a(f"--{name}", type=kind, help=what)
     a("--device", help="auto (default), cpu, cuda, cuda:N")
-    a("--dtype", help="auto (default: CUDA bf16, CPU fp32), float32, bfloat16, float16")
-    a("--quantize", choices=["none", "4bit"], help="4bit: NF4 base via bitsandbytes (CUDA only); default none")
+    a("--dtype", help="auto (default: bf16 on CUDA and on CPUs with native bf16, else fp32), float32, bfloat16, "
+      "float16")
+    a("--quantize", choices=["none", "4bit"], help="4bit: NF4 base via bitsandbytes (CUDA; CPU through "
+      "bitsandbytes' CPU backend, slow); default none")
+    a("--modules-to-save", nargs="+", metavar="MODULE", help="modules trained in full beside LoRA "
+      "(paper: embed_tokens lm_head); default: none")
+    a("--optimizer", choices=["adamw_torch", "paged_adamw_32bit"], help="optimiser (default adamw_torch; "
+      "paged_adamw_32bit is the paper's, CUDA only)")
 
 
 def spec_from_args(args: argparse.Namespace) -> GeneratorSpec:

@@ -91,6 +91,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     prepare = StageSpec("prepare", {
         "train": d.train.model_dump(mode="json"), "eval": {k: v.model_dump(mode="json") for k, v in d.eval.items()},
         "clean": d.clean, "validation_per_label": d.validation_per_label, "split_seed": d.split_seed,
+        "validation_mode": d.validation_mode,
         "content": {"train": _source_fingerprint(d.train, "data.train"),
                     "eval": {k: _source_fingerprint(v, f"data.eval.{k}") for k, v in d.eval.items()}},
     }, label="prepare data")
@@ -102,7 +103,8 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     classifier = cfg.classifier.model_dump(mode="json")
     evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,
                   "seed": d.eval_seed, "batch_size": cfg.evaluation.batch_size,
-                  "max_length": cfg.classifier.max_length, "device": cfg.device}
+                  "max_length": cfg.classifier.max_length, "device": cfg.device, "dtype": cfg.dtype,
+                  "overlap_rule": cfg.overlap_rule}
     data_inputs: dict[str, StageSpec] = {"original": prepare}
     audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
     if cfg.needs_synthetic():
@@ -115,13 +117,22 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
         data_inputs["synthetic"] = audit_inputs["synthetic"] = generate
         for name in cfg.filters():
             data_inputs[name] = audit_inputs[name] = StageSpec(
-                "filter", {"filter": name}, {"data": generate}, label=f"filter {name}")
+                "filter", {"filter": name, "overlap_rule": cfg.overlap_rule}, {"data": generate},
+                label=f"filter {name}")
+
+    for source in cfg.augment.sources:  # "original+FILTER": the original pool through a filter
+        if source.startswith("original+"):
+            data_inputs[source] = audit_inputs[source] = StageSpec(
+                "filter", {"filter": source.removeprefix("original+"), "input": "pool", "overlap_rule": cfg.overlap_rule},
+                {"data": prepare},
+                label=f"filter pool {source.removeprefix('original+')}")
 
     stages: list[StageSpec] = [prepare]
     plan = Plan(stages)
     for seed in cfg.seeds:
         for n in cfg.start_sizes:
-            start = StageSpec("start", {**_model_spec(cfg), "n": n, "seed": seed, "classifier": classifier},
+            start = StageSpec("start", {**_model_spec(cfg), "n": n, "seed": seed, "classifier": classifier,
+                                        "sampling": d.start_sampling},
                               model_inputs, label=f"start n={n} seed={seed}")
             _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
             for source in cfg.augment.sources:
@@ -133,7 +144,8 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                         label=f"augment n={n} +{m} {source} seed={seed}")
                     _add_condition(plan, aug, n, source, m, seed, evaluation, prepare)
     if cfg.needs_synthetic():
-        plan.audit = StageSpec("audit", {"seed": d.split_seed}, audit_inputs, label="audit data")
+        plan.audit = StageSpec("audit", {"seed": d.split_seed, "overlap_rule": cfg.overlap_rule}, audit_inputs,
+                               label="audit data")
     targets = [c["eval"] for c in plan.conditions] + ([plan.audit] if plan.audit else [])
     plan.stages = topological_order(targets)
     return plan
@@ -277,8 +289,9 @@ def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path)
     write_results(load_results(run_dir), run_dir)
     if plan.audit is not None and plan.audit.done(store):
         shutil.copyfile(plan.audit.path(store) / "audit.md", run_dir / "audit.md")
-    timings = [json.loads((s.path(store) / "timing.json").read_text()) if (s.path(store) / "timing.json").exists()
-               else {"label": s.label, "wall_s": None} for s in plan.stages]
+    timings = [{**(json.loads((s.path(store) / "timing.json").read_text()) if (s.path(store) / "timing.json").exists()
+                  else {"label": s.label, "wall_s": None}), "dir": os.path.relpath(s.path(store), run_dir)}
+               for s in plan.stages]
     atomic_write_json(run_dir / "results" / "timings.json", timings)
     return write_report(run_dir)
 

@@ -4,9 +4,12 @@
 
 Classification: LoRA on the attention and MLP projections, and the `score` head fully trained
 (peft `modules_to_save`, so the head is saved inside the adapter file). Causal LM (the
-generator): LoRA only. A 4-bit base is first prepared with peft's
+generator): LoRA, plus any fully trained modules the caller names (the paper trains
+`embed_tokens` and `lm_head`). A 4-bit base is first prepared with peft's
 `prepare_model_for_kbit_training` (QLoRA). `fit` is the optimisation loop shared by the
-classifier (blindspot.train) and the generator: no Trainer, no callbacks.
+classifier (blindspot.train) and the generator: no Trainer, no callbacks. Its optimiser is a
+named choice: `adamw_torch` (torch.optim.AdamW) or `paged_adamw_32bit` (bitsandbytes'
+PagedAdamW32bit, the paper's; CUDA only, so on CPU it is torch AdamW, said in the log).
 """
 
 from __future__ import annotations
@@ -43,17 +46,30 @@ class LoraSpec(BaseModel):
                                          "used only with a 4-bit base (QLoRA).")
 
 
-def add_lora(model, lora: LoraSpec, task: Literal["classification", "causal-lm"]):
-    """Wrap `model` in a peft LoRA model; only adapters (and the classifier head) are trainable."""
+def add_lora(model, lora: LoraSpec, task: Literal["classification", "causal-lm"],
+             modules_to_save: Sequence[str] = ()):
+    """Wrap `model` in a peft LoRA model; only adapters, the classifier head and `modules_to_save`
+    (fully trained copies, e.g. embed_tokens and lm_head) are trainable."""
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
+    from blindspot.errors import ConfigError
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    unknown = [m for m in modules_to_save if m not in names]
+    if unknown:
+        raise ConfigError(f"modules_to_save: {unknown} name no module of {type(model).__name__} "
+                          f"(e.g. embed_tokens, lm_head for Llama-style models)")
     if getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=lora.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=lora.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     classification = task == "classification"
+    full = ([CLASSIFIER_HEAD] if classification else []) + [m for m in modules_to_save if m != CLASSIFIER_HEAD]
+    # a model with tied input/output embeddings (e.g. SmolLM2) keeps one trained matrix, not two
+    tied = {"embed_tokens", "lm_head"} <= set(full) and bool(getattr(model.config, "tie_word_embeddings", False))
     config = LoraConfig(task_type=TaskType.SEQ_CLS if classification else TaskType.CAUSAL_LM,
                         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.targets),
-                        modules_to_save=[CLASSIFIER_HEAD] if classification else None)
+                        target_modules=list(lora.targets), modules_to_save=full or None,
+                        ensure_weight_tying=tied)
     with peft_internal_deprecations_hidden():
         model = get_peft_model(model, config)
     upcast_trainable(model)
@@ -98,6 +114,9 @@ class OptimSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     epochs: int = Field(1, ge=1, description="Passes over the training data.")
+    optimizer: Literal["adamw_torch", "paged_adamw_32bit"] = Field(
+        "adamw_torch", description="adamw_torch (torch.optim.AdamW) or paged_adamw_32bit (bitsandbytes' "
+        "PagedAdamW32bit, the paper's; CUDA only: on CPU torch AdamW is used and the log says so).")
     lr: float = Field(2e-5, gt=0, description="Peak learning rate (AdamW).")
     warmup_ratio: float = Field(0.3, ge=0, le=1, description="Fraction of optimiser steps of linear warmup "
                                 "before the cosine decay.")
@@ -105,7 +124,26 @@ class OptimSpec(BaseModel):
     max_grad_norm: float = Field(0.3, gt=0, description="Gradient clipping threshold (L2 norm).")
     batch_size: int = Field(2, ge=1, description="Examples per forward pass.")
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimiser step.")
+    group_by_length: bool = Field(True, description="Batches of similar length (sorted within chunks of 50 "
+                                  "batches, batch order shuffled), like HF group_by_length; false = plain shuffle.")
     log_every: int = Field(10, ge=1, description="Optimiser steps per train_log.jsonl row.")
+
+
+def build_optimizer(params: list, optim: OptimSpec, device: torch.device) -> torch.optim.Optimizer:
+    """The optimiser `optim.optimizer` names, for `device` (paged AdamW exists on CUDA only)."""
+    if optim.optimizer == "paged_adamw_32bit":
+        if device.type == "cuda":
+            try:
+                import bitsandbytes as bnb
+            except ImportError:
+                from blindspot.errors import ConfigError
+
+                raise ConfigError("optim.optimizer: 'paged_adamw_32bit' needs bitsandbytes: "
+                                  "pip install 'blindspot[cuda]'") from None
+            return bnb.optim.PagedAdamW32bit(params, lr=optim.lr, weight_decay=optim.weight_decay)
+        log.warning("optim.optimizer paged_adamw_32bit pages optimiser state between GPU and CPU memory, "
+                    "which exists on CUDA only: on %s using torch AdamW (the same update rule)", device.type)
+    return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
 
 
 @dataclass
@@ -122,8 +160,8 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     """AdamW + warmup/cosine schedule + clipping + accumulation over batches of `model(**batch).loss`.
 
     `batches` is a list of dicts of tensors (reused every epoch) or a function epoch -> list.
-    Only parameters with requires_grad are optimised. On CUDA with a bf16 or 4-bit model the
-    forward pass runs under bf16 autocast (trainable weights stay fp32).
+    Only parameters with requires_grad are optimised. With a bf16 or 4-bit model (on CUDA with
+    bf16, or on CPU) the forward pass runs under bf16 autocast (trainable weights stay fp32).
     """
     from transformers import get_cosine_schedule_with_warmup
 
@@ -134,11 +172,11 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     total = math.ceil(len(first) / optim.grad_accum) * optim.epochs
     params = [p for p in model.parameters() if p.requires_grad]
     assert params, "fit: the model has no trainable parameters"
-    opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    opt = build_optimizer(params, optim, device)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(optim.warmup_ratio * total), total)
     low_precision = (getattr(model, "is_loaded_in_4bit", False)
                      or any(p.dtype == torch.bfloat16 for p in model.parameters()))
-    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported() and low_precision
+    autocast = low_precision and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()))
     model.train()
     rows: list[dict] = []
     step, seen, window, t0 = 0, 0, [], time.time()
@@ -148,7 +186,7 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
         epoch_list = first if epoch == 0 else epoch_batches(epoch)
         for i, batch in enumerate(epoch_list):
             batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = model(**batch).loss
             (loss / optim.grad_accum).backward()
             window.append(loss.item())

@@ -57,9 +57,42 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(os.path.expandvars(str(root))).expanduser()
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 matmul instructions
+
+
+def cpu_native_bf16() -> tuple[bool, str]:
+    """Whether this machine's CPU computes bf16 natively, and the reason in words (Linux flags)."""
+    return read_cpu_bf16("/proc/cpuinfo")
+
+
+def read_cpu_bf16(cpuinfo: str | Path) -> tuple[bool, str]:
+    """Whether a cpuinfo file lists a native bf16 flag (AVX512_BF16 or AMX), and the reason in words."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False, f"CPU flags unreadable ({cpuinfo}), so no native bf16 assumed"
+    flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines()
+                  if line.startswith(("flags", "Features"))), set())
+    found = [f for f in CPU_BF16_FLAGS if f in flags]
+    if found:
+        return True, f"the CPU has native bf16 ({', '.join(found)})"
+    return False, f"the CPU lacks native bf16 (no {' / '.join(CPU_BF16_FLAGS)} flag)"
+
+
+def _auto_dtype(dev: torch.device) -> tuple[torch.dtype, str]:
+    """dtype 'auto': bf16 on CUDA that supports it and on CPUs with native bf16, else fp32; and why."""
+    if dev.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return (torch.bfloat16, "CUDA supports bf16") if bf16 else (torch.float32, "this GPU lacks bf16")
+    if dev.type == "cpu":
+        native, why = cpu_native_bf16()
+        return (torch.bfloat16 if native else torch.float32), why + "; set dtype float32 to override"
+    return torch.float32, f"{dev.type} device"
+
+
 def detect_device(device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                   ) -> tuple[torch.device, torch.dtype]:
-    """Pick the device (CUDA if present, else CPU) and dtype (CUDA bf16, else fp32); log why."""
+    """Pick the device (CUDA if present, else CPU) and dtype (auto: bf16 where the hardware has it, else fp32); log why."""
     if str(device) == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         why = "CUDA is available" if dev.type == "cuda" else "no CUDA device found"
@@ -71,17 +104,16 @@ def detect_device(device: str | torch.device = "auto", dtype: str | torch.dtype 
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device: {device!r} asked for but CUDA is not available (use 'cpu' or 'auto')")
     if isinstance(dtype, torch.dtype):
-        dt = dtype
+        dt, dt_why = dtype, "as given"
     elif dtype == "auto":
-        bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-        dt = torch.bfloat16 if bf16 else torch.float32
+        dt, dt_why = _auto_dtype(dev)
     elif dtype in _DTYPES:
-        dt = _DTYPES[dtype]
+        dt, dt_why = _DTYPES[dtype], "as asked"
     else:
         raise ConfigError(f"dtype: {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     # an already-resolved torch.device is a caller passing its choice on: do not log it again
     (log.debug if isinstance(device, torch.device) else log.info)(
-        "device %s (%s), dtype %s", dev, why, str(dt).removeprefix("torch."))
+        "device %s (%s), dtype %s (%s)", dev, why, str(dt).removeprefix("torch."), dt_why)
     return dev, dt
 
 
@@ -292,7 +324,8 @@ def load_base_model(path: str | Path, task: Task = "classification", num_labels:
     else:
         cls = AutoModelForCausalLM
     if quantize == "4bit":
-        kwargs |= {"quantization_config": _nf4_config(dev, dt), "device_map": {"": dev.index or 0}}
+        kwargs |= {"quantization_config": _nf4_config(dev, dt),
+                   "device_map": {"": "cpu" if dev.type == "cpu" else (dev.index or 0)}}
     elif quantize != "none":
         raise ConfigError(f"quantize: {quantize!r} is not one of none, 4bit")
     try:
@@ -306,15 +339,33 @@ def load_base_model(path: str | Path, task: Task = "classification", num_labels:
     return model
 
 
-def _nf4_config(dev: torch.device, dt: torch.dtype):
-    """bitsandbytes 4-bit NF4 (double quantisation), computing in `dt`; CUDA only."""
-    if dev.type != "cuda":
-        raise ConfigError("quantize: '4bit' needs a CUDA device (bitsandbytes); use quantize 'none' on CPU")
+BNB_CPU_MIN = (0, 46)  # upstream bitsandbytes runs NF4 on CPU from 0.46 on (torch ops); tested here: 0.50.2
+
+
+def four_bit_available(dev: torch.device) -> tuple[bool, str]:
+    """Whether bitsandbytes can run a 4-bit NF4 model on `dev` here, and why (or why not)."""
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("quantize: '4bit' needs bitsandbytes: pip install 'blindspot[cuda]'")
+        return False, "bitsandbytes is not installed (pip install 'blindspot[cuda]')"
+    version = importlib.metadata.version("bitsandbytes")
+    if dev.type == "cuda":
+        return True, f"bitsandbytes {version} on CUDA"
+    if dev.type == "cpu":
+        parts = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+        if parts >= BNB_CPU_MIN:
+            return True, f"bitsandbytes {version}'s CPU backend (slow; the paper ran on CUDA)"
+        return False, f"bitsandbytes {version} has no CPU backend (>= {'.'.join(map(str, BNB_CPU_MIN))} has)"
+    return False, f"bitsandbytes does not run on {dev.type}"
+
+
+def _nf4_config(dev: torch.device, dt: torch.dtype):
+    """bitsandbytes 4-bit NF4 as in the paper (no double quantisation), computing in `dt`."""
+    ok, why = four_bit_available(dev)
+    if not ok:
+        raise ConfigError(f"quantize: '4bit' cannot run on {dev}: {why}; use quantize 'none'")
+    log.info("quantize 4bit: NF4 base through %s", why)
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
                               bnb_4bit_compute_dtype=dt)
 
 

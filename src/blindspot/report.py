@@ -27,7 +27,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from blindspot.costs import cost_table  # noqa: E402
 from blindspot.errors import BlindspotError  # noqa: E402
+from blindspot.findings import findings_blocks  # noqa: E402
 from blindspot.results import (AGGREGATED_CSV, RESULTS_CSV, RESULTS_PARQUET, START, aggregate_seeds,  # noqa: E402
                                comparison_pairs, load_index, load_results, paired_tests)
 from blindspot.storage import DONE, atomic_write_bytes, atomic_write_text, mark_done  # noqa: E402
@@ -35,6 +37,10 @@ from blindspot.storage import DONE, atomic_write_bytes, atomic_write_text, mark_
 log = logging.getLogger(__name__)
 
 BLINDSPOT_SLICE = "heuristic=lexical_overlap,label=non-entailment"
+RELIANCE_SLICE = "reliance:heuristic=lexical_overlap"  # blindspot.reliance, beside the paper's number
+SOURCE_NAMES = {"original": "original data", "synthetic": "synthetic data",
+                "biased-lexical-overlap": "synthetic, filtered: overlap always means entailment",
+                "original+biased-lexical-overlap": "original, filtered: overlap always means entailment"}
 HEURISTIC_SLICE = re.compile(r"^heuristic=([^,]+),label=([^,]+)$")
 # line style and marker per evaluation line of the main figure: (general all, challenge all, blindspot)
 EVAL_STYLES = [("-", "o"), (":", "s"), ("-.", "^")]
@@ -65,6 +71,14 @@ def main_lines(general: str, challenge: str) -> list[tuple[str, str, str]]:
     """(eval_set, slice, label) of the main figure's three evaluation lines."""
     return [(general, "all", f"{general} (all)"), (challenge, "all", f"{challenge} (all)"),
             (challenge, BLINDSPOT_SLICE, f"{challenge} lexical overlap, non-entailment (the blindspot)")]
+
+
+def table_lines(df: pd.DataFrame, general: str, challenge: str) -> list[tuple[str, str, str]]:
+    """The results table's columns: the main figure's lines, then the reliance measure if present."""
+    lines = main_lines(general, challenge)
+    if ((df["eval_set"] == challenge) & (df["slice"] == RELIANCE_SLICE)).any():
+        lines.append((challenge, RELIANCE_SLICE, "reliance on lexical overlap (0 = none, 1 = full)"))
+    return lines
 
 
 def _sources(agg: pd.DataFrame) -> list[str]:
@@ -115,9 +129,10 @@ def _plot_sources(ax, agg: pd.DataFrame, start: int, sources: list[str], eval_se
     _errorbar(ax, s, s["aug_size"], "k", style[1], zorder=3)
 
 
-def _panel_axes(ax, aug_sizes: list[int], title: str) -> None:
-    ax.axhline(0.5, color="0.5", linestyle="--", linewidth=0.8, zorder=0)
-    ax.set_ylim(0, 1)
+def _panel_axes(ax, aug_sizes: list[int], title: str, reliance: bool = False) -> None:
+    ax.axhline(0.0 if reliance else 0.5, color="0.5", linestyle="--", linewidth=0.8, zorder=0)
+    if not reliance:
+        ax.set_ylim(0, 1)
     ax.set_xticks(aug_sizes)
     ax.set_xticklabels([f"{a:,}" for a in aug_sizes], rotation=30, fontsize=7)
     ax.set_title(title, fontsize=9)
@@ -128,8 +143,18 @@ def _start_title(start: int) -> str:
     return "start: untrained (0 examples)" if start == 0 else f"start: {start:,} examples"
 
 
+def _reliance_panel(ax, agg: pd.DataFrame, start: int, sources: list[str], challenge: str, aug_sizes: list[int],
+                    dodge: float) -> None:
+    """The reliance measure of one starting point: a line per source, 0 = no reliance."""
+    _plot_sources(ax, agg, start, sources, challenge, RELIANCE_SLICE, ("-", "D"), dodge)
+    _panel_axes(ax, aug_sizes, f"{_start_title(start)}: reliance on lexical overlap", reliance=True)
+    sel = agg[(agg["slice"] == RELIANCE_SLICE) & (agg["eval_set"] == challenge)]
+    ax.set_ylim(min(-0.1, float(sel["ci_low"].min()) - 0.05), max(1.0, float(sel["ci_high"].max())) + 0.05)
+
+
 def build_main_figure(df: pd.DataFrame, general: str | None = None, challenge: str | None = None) -> Figure:
-    """The paper's figure: a panel per starting point, accuracy against augmentation size."""
+    """The paper's figure: a panel per starting point, accuracy against augmentation size; below each,
+    when the results carry it, a panel of the reliance measure (blindspot.reliance)."""
     agg = aggregate_seeds(df)
     if general is None or challenge is None:
         general, challenge = pick_eval_sets(df, general, challenge)
@@ -138,24 +163,38 @@ def build_main_figure(df: pd.DataFrame, general: str | None = None, challenge: s
     dodge = 0.02 * max(aug_sizes + [1])
     ncols = min(len(starts), 3)
     nrows = -(-len(starts) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows + 0.9), sharey=True,
-                             squeeze=False, layout="constrained")
+    reliance = ((agg["slice"] == RELIANCE_SLICE) & (agg["eval_set"] == challenge)).any()
+    per = 2 if reliance else 1  # figure rows per row of starting points
+    fig, axes = plt.subplots(nrows * per, ncols, figsize=(max(4.4 * ncols, 9.0), (3.4 + 2.6 * (per - 1)) * nrows + 1.6),
+                             squeeze=False, layout="constrained", height_ratios=[1.3, 1] * nrows if reliance else None)
     lines = main_lines(general, challenge)
-    for ax, start in zip(axes.flat, starts):
+    for i, start in enumerate(starts):
+        ax = axes[(i // ncols) * per, i % ncols]
         for (eval_set, slice_name, _), style in zip(lines, EVAL_STYLES):
             _plot_sources(ax, agg, start, sources, eval_set, slice_name, style, dodge)
-        _panel_axes(ax, aug_sizes, _start_title(start))
-        ax.set_xlabel("augmentation examples (0 = starting point)", fontsize=8)
-    for ax in axes.flat[len(starts):]:
-        fig.delaxes(ax)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy (mean over seeds, 95 % interval)", fontsize=8)
-    handles = [Line2D([], [], color=c, linewidth=2, label=s) for s, c in _colours(sources).items()]
+        _panel_axes(ax, aug_sizes, f"{_start_title(start)}: accuracy")
+        if i % ncols == 0:
+            ax.set_ylabel("accuracy (mean over seeds, 95 % interval)", fontsize=8)
+        if reliance:
+            ax = axes[(i // ncols) * per + 1, i % ncols]
+            _reliance_panel(ax, agg, start, sources, challenge, aug_sizes, dodge)
+            if i % ncols == 0:
+                ax.set_ylabel("reliance: P(says entailment | overlap)\n- P(says entailment | no overlap)", fontsize=7)
+        ax.set_xlabel("augmentation examples added (0 = starting point)", fontsize=8)
+    for i in range(len(starts), nrows * ncols):
+        for r in range(per):
+            fig.delaxes(axes[(i // ncols) * per + r, i % ncols])
+    fig.suptitle("Accuracy and the lexical-overlap blindspot after training on more data from each source",
+                 fontsize=10)
+    handles = [Line2D([], [], color=c, linewidth=2, label=SOURCE_NAMES.get(s, s)) for s, c in _colours(sources).items()]
     handles.append(Line2D([], [], color="k", marker="o", linestyle="none", label="starting point"))
     handles += [Line2D([], [], color="k", linestyle=ls, marker=m, label=lab)
                 for (_, _, lab), (ls, m) in zip(lines, EVAL_STYLES)]
-    handles.append(Line2D([], [], color="0.5", linestyle="--", linewidth=0.8, label="chance (HANS)"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8,
+    handles.append(Line2D([], [], color="0.5", linestyle="--", linewidth=0.8,
+                          label="chance on HANS (0.5); no reliance (0)" if reliance else "chance (HANS)"))
+    if reliance:
+        handles.append(Line2D([], [], color="k", linestyle="-", marker="D", label="reliance on lexical overlap"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=8,
                frameon=False)
     return fig
 
@@ -221,14 +260,18 @@ def heuristic_table(agg: pd.DataFrame, challenge: str, slices: list[str]) -> pd.
 
 
 def paired_table(tests: pd.DataFrame) -> pd.DataFrame:
-    """The paired tests for display: difference with interval, discordant counts, McNemar p."""
+    """The paired tests for display: difference with interval, discordant counts, p and its test."""
     t = tests.copy()
     t["comparison"] = t["source_a"] + " vs " + t["source_b"]
     t["diff [95 % CI]"] = t.apply(lambda r: f"{r['diff']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]", axis=1)
-    t["p (McNemar)"] = t["p_mcnemar"].map(lambda p: f"{p:.3g}")
-    t[["acc_a", "acc_b"]] = t[["acc_a", "acc_b"]].round(3)
+    p = t["p_mcnemar"].where(t["p_mcnemar"].notna(), t["p_bootstrap"]) if "p_bootstrap" in t else t["p_mcnemar"]
+    t["p"] = p.map(lambda v: f"{v:.3g}")
+    t["test"] = t["test"] if "test" in t else "McNemar"
+    t[["acc_a", "acc_b"]] = t[["acc_a", "acc_b"]].astype(float).round(3)
+    for col in ("b", "c"):
+        t[col] = t[col].map(lambda v: "" if pd.isna(v) else str(int(v)))
     return t[["comparison", "start_size", "aug_size", "eval_set", "slice", "seed", "n", "acc_a", "acc_b",
-              "diff [95 % CI]", "b", "c", "p (McNemar)"]]
+              "diff [95 % CI]", "b", "c", "p", "test"]]
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -293,6 +336,35 @@ def _blindspot_text(challenge: str) -> str:
             "chance on the two-way challenge set.")
 
 
+RELIANCE_TEXT = (
+    "**Reliance on a heuristic** (an addition to the paper) separates \"relies on the heuristic\" from \"says "
+    "entailment more often\": on gold non-entailment pairs, the rate of entailment answers where the heuristic "
+    "holds (the challenge set) minus the rate where the hypothesis' words do not all occur in the premise "
+    "(the general set). A model that always gives the same answer scores 0; one that answers entailment "
+    "exactly when the words overlap scores 1. The paper's number, by contrast, also falls when a model "
+    "simply answers entailment to everything.")
+
+
+def _reliance_blocks(agg: pd.DataFrame, challenge: str) -> list[tuple]:
+    """A table of the reliance measure for every heuristic (mean over seeds [95 % interval])."""
+    from blindspot.reliance import SLICE_PREFIX
+
+    sel = agg[(agg["eval_set"] == challenge) & agg["slice"].str.startswith(SLICE_PREFIX)].copy()
+    if sel.empty:
+        return []
+    sel["value"] = sel.apply(_fmt_interval, axis=1)
+    sel["heuristic"] = sel["slice"].str.removeprefix(SLICE_PREFIX)
+    wide = sel.pivot_table(index=["start_size", "source", "aug_size", "n_seeds"], columns="heuristic",
+                           values="value", aggfunc="first").reset_index()
+    wide.columns.name = None
+    return [("h2", "Reliance on each heuristic"),
+            ("p", "Reliance per heuristic, mean over seeds [95 % interval: t over seeds with 2 or more seeds, "
+                  "Newcombe's interval for two independent proportions with one]. 0 = no reliance; 1 = "
+                  "entailment exactly when the heuristic holds. The baseline (no lexical overlap) is shared by "
+                  "all three heuristics."),
+            ("table", _display_order(wide))]
+
+
 def _paired_blocks(df: pd.DataFrame, run_dir: Path, lines: list[tuple[str, str, str]]) -> tuple[list, pd.DataFrame]:
     """Report blocks and the raw table of the paired tests (same seed, same examples)."""
     tests = paired_tests(df, run_dir, [(e, s) for e, s, _ in lines])
@@ -300,7 +372,10 @@ def _paired_blocks(df: pd.DataFrame, run_dir: Path, lines: list[tuple[str, str, 
         "For every start size x augmentation size, two conditions trained with the same seed are compared "
         "on the same examples: `diff` = accuracy(a) - accuracy(b) with a 95 % interval for a paired "
         "difference, `b` = examples only a gets right, `c` = examples only b gets right, `p` = exact "
-        "McNemar test. No correction for multiple comparisons is applied."))]
+        "McNemar test. For the reliance measure, `acc_a` / `acc_b` are the two reliances and `diff` their "
+        "difference, with a seeded paired bootstrap over examples (2,000 replicates, challenge and baseline "
+        "pairs resampled independently, the same draws for both conditions; percentile interval, p = twice "
+        "the smaller tail). No correction for multiple comparisons is applied."))]
     if tests.empty:
         pairs = comparison_pairs(df["source"].unique())
         blocks.append(("p", f"No paired tests: source pairs found {pairs or 'none'} (needs synthetic and "
@@ -322,7 +397,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
         raise BlindspotError(f"{run_dir}: the results index lists no finished evaluations")
     index = load_index(run_dir) if (run_dir / "results" / "index.json").exists() else None
     general, challenge = pick_eval_sets(df, mnli_set, hans_set)
-    lines, agg = main_lines(general, challenge), aggregate_seeds(df)
+    lines, agg = table_lines(df, general, challenge), aggregate_seeds(df)
     _save_png(build_main_figure(df, general, challenge), out_dir / "figure_main.png")
     blocks: list[tuple] = [
         ("h1", f"blindspot report: {index.name if index else run_dir.name}"),
@@ -331,28 +406,39 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
                                             "`blindspot run` to resume): " + "; ".join(index.missing) + ".")]
           if index and index.missing else []),
         ("h2", "The question"), ("p", QUESTION), ("p", _blindspot_text(challenge)),
+        *([("p", RELIANCE_TEXT)] if any(sl == RELIANCE_SLICE for _, sl, _ in lines) else []),
         ("h2", "Main figure"), ("img", "figure_main.png", "accuracy against augmentation size"),
         ("p", "One panel per starting point; x = augmentation examples (0 = the starting point itself, black, "
               "shared by every source); colour = source; line style = evaluation; bars = 95 % intervals. "
-              "Points of different sources are nudged sideways so that their intervals do not overlap."),
+              "Points of different sources are nudged sideways so that their intervals do not overlap. "
+              "Lower panels (when present): the reliance measure, where 0 (dashed) means the model answers "
+              "entailment no more often on overlapping non-entailment pairs than on non-overlapping ones."),
         ("h2", "Results"),
         ("p", "Mean accuracy over seeds [95 % interval]: a t-interval over the seeds' accuracies with 2 or "
               "more seeds (seed-to-seed variation only: zero width when the seeds agree, very wide with 2 seeds), "
               f"the Wilson interval of the single run otherwise. Full tables: `{RESULTS_CSV}`, "
               f"`{RESULTS_PARQUET}` (one row per seed and slice), `{AGGREGATED_CSV}` (mean over seeds)."),
         ("table", results_table(agg, lines))]
+    paired, tests = _paired_blocks(df, run_dir, lines)
+    blocks += findings_blocks(tests, agg, general, challenge, BLINDSPOT_SLICE)
+    blocks += _reliance_blocks(agg, challenge)
     slices = heuristic_slices(df, challenge)
     if slices:
         _save_png(build_heuristic_figure(df, challenge), out_dir / "figure_heuristics.png")
         blocks += [("h2", f"{challenge} by heuristic and gold label"),
                    ("img", "figure_heuristics.png", "accuracy per heuristic and gold label"),
                    ("table", heuristic_table(agg, challenge, slices))]
-    paired, tests = _paired_blocks(df, run_dir, lines)
     atomic_write_text(out_dir / "paired_tests.csv", tests.to_csv(index=False))
     blocks += paired
     if (run_dir / "audit.md").exists():
         audit = re.sub(r"^(#+) ", r"##\1 ", (run_dir / "audit.md").read_text(), flags=re.M)  # below our h2
         blocks += [("h2", "Data audit"), ("raw", audit)]
+    costs = cost_table(run_dir)
+    if not costs.empty:
+        blocks += [("h2", "What each stage cost"),
+                   ("p", "Wall time, throughput (examples/s of the stage's own work) and MFU: model FLOPs per "
+                         "second over the device's peak (on CPU a matmul rate measured on this machine; see "
+                         "blindspot.mfu for the FLOP count)."), ("table", costs)]
     if index is not None:
         blocks += [("h2", "Configuration"), ("pre", json.dumps(index.config, indent=2, sort_keys=True))]
     md, page = render(blocks, out_dir)

@@ -6,6 +6,12 @@ The grid runner writes RUN_DIR/results/index.json (schema: `RunIndex`) naming ev
 condition and its evaluation directory; everything here reads only files. The starting point
 itself is source "start" with aug_size 0. Seeds are aggregated as a mean with a t-interval
 over seeds (>= 2 seeds) or, for a single seed, the Wilson interval of that run.
+
+Rows have `metric` "accuracy" (correct of n, Wilson interval) or "reliance" (blindspot.reliance:
+slice `reliance:heuristic=H` of the challenge set, `accuracy` holds the measure in [-1, 1],
+`correct` of `n` = entailment answers on H's gold non-entailment pairs, `baseline_k` of
+`baseline_n` = the same on `baseline_set`'s non-entailment pairs without lexical overlap under
+`overlap_rule`; the interval is Newcombe's for two independent proportions).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats as sps
 
-from blindspot.errors import BlindspotError
+from blindspot.errors import BlindspotError, DataError
 from blindspot.storage import DONE, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -32,9 +38,13 @@ RESULTS_CSV = "results/results.csv"
 RESULTS_PARQUET = "results/results.parquet"
 AGGREGATED_CSV = "results/results_aggregated.csv"
 COLUMNS = ["start_size", "source", "aug_size", "seed", "eval_set", "slice", "correct", "n",
-           "accuracy", "ci_low", "ci_high", "predictions"]
+           "accuracy", "ci_low", "ci_high", "predictions", "metric", "baseline_set", "baseline_k", "baseline_n",
+           "overlap_rule"]
+# columns a table written before the reliance measure lacks, with what they mean for its rows
+OPTIONAL_COLUMNS = {"metric": "accuracy", "baseline_set": None, "baseline_k": None, "baseline_n": None,
+                    "overlap_rule": None}
 CONDITION = ["start_size", "source", "aug_size"]
-AGG_KEYS = CONDITION + ["eval_set", "slice"]
+AGG_KEYS = CONDITION + ["eval_set", "slice", "metric"]
 
 
 class ResultEntry(BaseModel):
@@ -79,7 +89,40 @@ def load_index(run_dir: str | Path) -> RunIndex:
         raise BlindspotError(f"{path}: field {field!r}: {err['msg']}") from None
 
 
-def _metric_rows(entry: ResultEntry, run_dir: Path) -> list[dict]:
+def general_and_challenge(sets: dict) -> tuple[str | None, str | None]:
+    """From a metrics.json `sets` block: the general set (3-way; *matched* preferred) and the challenge
+    set (scored per heuristic); None where the evaluation has no such set."""
+    challenge = sorted(n for n, b in sets.items() if b.get("kind") == "hans")
+    general = sorted(n for n, b in sets.items() if not b.get("two_way") and n not in challenge)
+    matched = [n for n in general if "matched" in n.lower() and "mismatched" not in n.lower()]
+    return ((matched or general or [None])[0], (challenge or [None])[0])
+
+
+def _reliance_rows(entry: ResultEntry, run_dir: Path, sets: dict, rule: str) -> list[dict]:
+    """The reliance rows of one evaluation (none unless it has a general and a challenge set)."""
+    from blindspot.reliance import read_rows, reliance_all
+
+    general, challenge = general_and_challenge(sets)
+    if general is None or challenge is None:
+        return []
+    pred = {n: run_dir / entry.eval_dir / "predictions" / f"{n}.jsonl" for n in (general, challenge)}
+    try:
+        found = reliance_all(read_rows(pred[challenge]), read_rows(pred[general]), rule, str(pred[general]))
+    except DataError as e:  # e.g. an evaluation written before the overlap flags: accuracies still count
+        log.warning("no reliance rows for %s: %s", entry.eval_dir, e)
+        return []
+    rows = []
+    for r in found:
+        rows.append({**entry.model_dump(exclude={"eval_dir"}), "eval_set": challenge, "slice": r["slice"],
+                     "correct": r["challenge_entailment"], "n": r["challenge_n"], "accuracy": r["value"],
+                     "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                     "predictions": str(pred[challenge].relative_to(run_dir)), "metric": "reliance",
+                     "baseline_set": general, "baseline_k": r["baseline_entailment"], "baseline_n": r["baseline_n"],
+                     "overlap_rule": rule})
+    return rows
+
+
+def _metric_rows(entry: ResultEntry, run_dir: Path, rule: str = "words") -> list[dict]:
     """The table rows of one evaluation directory (checked to be finished and complete)."""
     eval_dir = run_dir / entry.eval_dir
     if not (eval_dir / DONE).exists():
@@ -98,14 +141,16 @@ def _metric_rows(entry: ResultEntry, run_dir: Path) -> list[dict]:
             rows.append({**entry.model_dump(exclude={"eval_dir"}), "eval_set": set_name,
                          "slice": m["slice"], "correct": int(m["correct"]), "n": int(m["n"]),
                          "accuracy": float(m["accuracy"]), "ci_low": float(m["ci_low"]),
-                         "ci_high": float(m["ci_high"]), "predictions": str(pred.relative_to(run_dir))})
-    return rows
+                         "ci_high": float(m["ci_high"]), "predictions": str(pred.relative_to(run_dir)),
+                         "metric": "accuracy"})
+    return rows + _reliance_rows(entry, run_dir, sets, rule)
 
 
-def collect_results(entries: Iterable[ResultEntry], run_dir: str | Path) -> pd.DataFrame:
-    """One tidy row per (condition, seed, eval set, slice) from the evaluations' metrics.json."""
+def collect_results(entries: Iterable[ResultEntry], run_dir: str | Path, rule: str = "words") -> pd.DataFrame:
+    """One tidy row per (condition, seed, eval set, slice) from the evaluations' metrics.json and, for
+    the reliance rows, their predictions (general-set overlap under `rule`)."""
     run_dir = Path(run_dir)
-    rows = [r for e in entries for r in _metric_rows(e, run_dir)]
+    rows = [r for e in entries for r in _metric_rows(e, run_dir, rule)]
     df = pd.DataFrame(rows, columns=COLUMNS)
     dup = df.duplicated(["start_size", "source", "aug_size", "seed", "eval_set", "slice"])
     if dup.any():
@@ -121,14 +166,15 @@ def _seed_interval(group: pd.DataFrame) -> pd.Series:
     """Mean over seeds with a 95 % t-interval; a single seed keeps its Wilson interval."""
     acc = group["accuracy"].to_numpy(dtype=float)
     k = len(acc)
+    floor = -1.0 if group.name[-1] == "reliance" else 0.0  # the measure's range is [-1, 1]
     if k == 1:
         row = group.iloc[0]
         lo, hi, method, sd = row["ci_low"], row["ci_high"], "wilson", float("nan")
     else:
         sd = float(np.std(acc, ddof=1))
         half = float(sps.t.ppf(0.975, k - 1)) * sd / np.sqrt(k)
-        # clipped to [0, 1]: accuracy cannot leave it, whatever the normal approximation says
-        lo, hi, method = max(0.0, acc.mean() - half), min(1.0, acc.mean() + half), "t"
+        # clipped to the metric's range: it cannot leave it, whatever the normal approximation says
+        lo, hi, method = max(floor, acc.mean() - half), min(1.0, acc.mean() + half), "t"
     return pd.Series({"n_seeds": k, "n": int(group["n"].max()), "accuracy": float(acc.mean()),
                       "sd": sd, "ci_low": float(lo), "ci_high": float(hi), "interval": method})
 
@@ -160,18 +206,28 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     """The run's table: collected afresh from index.json if present, else the saved results table."""
     run_dir = Path(run_dir)
     if (run_dir / INDEX).exists():
-        df = collect_results(load_index(run_dir).conditions, run_dir)
+        index = load_index(run_dir)
+        df = collect_results(index.conditions, run_dir, overlap_rule(index.config))
         write_results(df, run_dir)
         return df
     for rel, read in ((RESULTS_PARQUET, pd.read_parquet), (RESULTS_CSV, pd.read_csv)):
         if (run_dir / rel).exists():
             df = read(run_dir / rel)
+            df = df.assign(**{c: v for c, v in OPTIONAL_COLUMNS.items() if c not in df.columns})
             missing = set(COLUMNS) - set(df.columns)
             if missing:
                 raise BlindspotError(f"{run_dir / rel}: missing columns {sorted(missing)}")
             return df[COLUMNS]
     raise BlindspotError(f"{run_dir}: no results found: expected {INDEX} (written by `blindspot run`) "
                          f"or {RESULTS_CSV}")
+
+
+def overlap_rule(config: dict) -> str:
+    """The lexical-overlap rule a run's config names (the reliance baseline uses it); "words" if none."""
+    from blindspot.reliance import DEFAULT_RULE
+
+    heur = config.get("heuristics") if isinstance(config.get("heuristics"), dict) else {}
+    return str(config.get("overlap_rule") or heur.get("overlap_rule") or heur.get("lexical_overlap") or DEFAULT_RULE)
 
 
 def _slice_filter(slice_name: str):
@@ -183,7 +239,12 @@ def _slice_filter(slice_name: str):
         conds = [("gold" if k == "label" else k, v) for k, v in conds]
     except ValueError:
         raise BlindspotError(f"slice {slice_name!r}: expected 'all' or comma-joined key=value") from None
-    return lambda row: all(str(row.get(k)) == v for k, v in conds)
+    return lambda row: all(_slice_value(row.get(k)) == v for k, v in conds)
+
+
+def _slice_value(value) -> str:
+    """A prediction field as slice names spell it: booleans (lexical_overlap) as yes / no."""
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
 
 
 def _sliced_copy(src: Path, slice_name: str, tmp_dir: Path) -> Path:
@@ -210,17 +271,59 @@ def _compare_slices(path_a: Path, path_b: Path, slices: list[str], tmp_dir: Path
 
 
 def comparison_pairs(sources: Iterable[str]) -> list[tuple[str, str]]:
-    """(a, b) pairs to test: synthetic vs original, and every biased-* source vs synthetic."""
+    """(a, b) pairs to test: synthetic vs original, every biased-* source vs synthetic, and every
+    original+FILTER source (the original pool through a filter) vs original."""
     sources = set(sources)
     pairs = [("synthetic", "original")] if {"synthetic", "original"} <= sources else []
     if "synthetic" in sources:
         pairs += [(s, "synthetic") for s in sorted(sources) if s.startswith("biased")]
+    if "original" in sources:
+        pairs += [(s, "original") for s in sorted(sources) if s.startswith("original+")]
     return pairs
+
+
+def _reliance_tests(df: pd.DataFrame, run_dir: Path, targets: list[tuple[str, str]],
+                    pairs: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Paired bootstrap of reliance(a) - reliance(b) for the reliance slices among `targets`."""
+    import zlib
+
+    from blindspot.compare import compare_reliance
+    from blindspot.reliance import SLICE_PREFIX, read_rows
+
+    rel = df[(df["metric"] == "reliance")
+             & df[["eval_set", "slice"]].apply(tuple, axis=1).isin(targets)] if len(df) else df
+    key = CONDITION + ["seed", "slice"]
+    found = {tuple(r[k] for k in key): r for r in rel.to_dict("records")}
+    rows, cache = [], {}
+
+    def rows_of(path: Path) -> list[dict]:
+        if path not in cache:
+            cache[path] = read_rows(path)
+        return cache[path]
+
+    for a, b in comparison_pairs(df["source"].unique()) if pairs is None else pairs:
+        for (start, source, aug, seed, slice_name), ra in sorted(found.items(), key=str):
+            rb = found.get((start, b, aug, seed, slice_name))
+            if source != a or rb is None:
+                continue
+            files = [run_dir / r["predictions"] for r in (ra, rb)]
+            general = [f.parent / f"{r['baseline_set']}.jsonl" for f, r in zip(files, (ra, rb))]
+            h = slice_name.removeprefix(SLICE_PREFIX)
+            boot_seed = zlib.crc32(f"{start}:{aug}:{seed}:{a}:{b}:{h}".encode())
+            r = compare_reliance(rows_of(files[0]), rows_of(general[0]), rows_of(files[1]), rows_of(general[1]),
+                                 h, ra["overlap_rule"], seed=boot_seed)
+            rows.append({"start_size": start, "aug_size": aug, "source_a": a, "source_b": b,
+                         "eval_set": ra["eval_set"], "slice": slice_name, "seed": seed, "n": r["n"],
+                         "acc_a": r["reliance_a"], "acc_b": r["reliance_b"], "diff": r["diff"],
+                         "diff_low": r["diff_ci"][0], "diff_high": r["diff_ci"][1], "b": None, "c": None,
+                         "p_mcnemar": None, "p_bootstrap": r["p_bootstrap"], "test": "paired bootstrap"})
+    return rows
 
 
 def paired_tests(df: pd.DataFrame, run_dir: str | Path, targets: list[tuple[str, str]],
                  pairs: list[tuple[str, str]] | None = None) -> pd.DataFrame:
-    """McNemar test and paired difference acc(a) - acc(b), per start x aug size x pair x target x seed.
+    """McNemar test and paired difference acc(a) - acc(b), per start x aug size x pair x target x seed;
+    for reliance targets, a paired bootstrap of reliance(a) - reliance(b) (blindspot.compare).
 
     `pairs` (source a, source b) default to comparison_pairs of the table's sources.
     """
@@ -231,6 +334,8 @@ def paired_tests(df: pd.DataFrame, run_dir: str | Path, targets: list[tuple[str,
     pred = {tuple(r[:-1]): r[-1] for r in df.drop_duplicates(keys)[keys + ["predictions"]].itertuples(index=False)}
     present = set(zip(df["eval_set"], df["slice"]))
     targets = [t for t in targets if t in present]
+    reliance_targets = [t for t in targets if t[1].startswith("reliance:")]
+    targets = [t for t in targets if t not in reliance_targets]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for a, b in comparison_pairs(df["source"].unique()) if pairs is None else pairs:
@@ -245,8 +350,10 @@ def paired_tests(df: pd.DataFrame, run_dir: str | Path, targets: list[tuple[str,
                                  "eval_set": eval_set, "slice": slice_name, "seed": seed, "n": r["n"],
                                  "acc_a": r["acc_a"], "acc_b": r["acc_b"], "diff": r["diff"],
                                  "diff_low": r["diff_ci"][0], "diff_high": r["diff_ci"][1],
-                                 "b": r["b"], "c": r["c"], "p_mcnemar": r["p_mcnemar"]})
+                                 "b": r["b"], "c": r["c"], "p_mcnemar": r["p_mcnemar"], "p_bootstrap": None,
+                                 "test": "McNemar"})
+    rows += _reliance_tests(df, run_dir, reliance_targets, pairs)
     cols = ["start_size", "aug_size", "source_a", "source_b", "eval_set", "slice", "seed", "n", "acc_a",
-            "acc_b", "diff", "diff_low", "diff_high", "b", "c", "p_mcnemar"]
+            "acc_b", "diff", "diff_low", "diff_high", "b", "c", "p_mcnemar", "p_bootstrap", "test"]
     return pd.DataFrame(rows, columns=cols).sort_values(
         ["source_a", "source_b", "start_size", "aug_size", "eval_set", "slice", "seed"], ignore_index=True)

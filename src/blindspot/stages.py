@@ -52,7 +52,8 @@ def run_prepare(spec: dict, out: Path, inputs: Inputs) -> None:
     report: dict = {"train_loaded": len(train)}
     if spec["clean"]:
         train, report["cleaning"] = clean_mnli(train)
-    validation, pool = split_validation(train, spec["validation_per_label"], spec["split_seed"])
+    validation, pool = split_validation(train, spec["validation_per_label"], spec["split_seed"],
+                                        spec["validation_mode"])
     save_examples(out / "pool.jsonl", pool.examples)
     save_examples(out / "validation.jsonl", validation.examples)
     sets = {"pool": {"labels": list(pool.labels), "format": "mnli", "n": len(pool), "source": train.source}}
@@ -139,7 +140,7 @@ def run_start(spec: dict, out: Path, inputs: Inputs) -> None:
 
     pool = load_prepared(inputs["prepare"], "pool")
     n = len(pool) if spec["n"] == "all" else spec["n"]
-    examples = sample_examples(pool, n, spec["seed"])
+    examples = sample_examples(pool, n, spec["seed"], method=spec["sampling"])
     atomic_write_json(out / "train_ids.json", [e.id for e in examples])
     train_classifier(_classifier_spec(spec, inputs), examples, out, cache_dir())
 
@@ -168,7 +169,8 @@ def run_evaluate(spec: dict, out: Path, inputs: Inputs) -> None:
 
     sets = {name: load_prepared(inputs["prepare"], name) for name in spec["sets"]}
     evaluate(inputs["classifier"], sets, out, batch_size=spec["batch_size"], per_subcase=spec["per_subcase"],
-             per_label=spec["per_label"], seed=spec["seed"], device=spec["device"], max_length=spec["max_length"])
+             per_label=spec["per_label"], seed=spec["seed"], device=spec["device"], max_length=spec["max_length"],
+             overlap_rule=spec["overlap_rule"], dtype=spec["dtype"])
 
 
 # --- synthetic data -----------------------------------------------------------------------------
@@ -183,6 +185,7 @@ def run_generator(spec: dict, out: Path, inputs: Inputs) -> None:
     n = len(pool) if g["train_size"] is None else min(g["train_size"], len(pool))
     examples = sample_examples(pool, n, g["seed"])
     gspec = GeneratorSpec(model=base_model(spec, inputs), lora=g["lora"], optim=g["optim"], max_length=g["max_length"],
+                          modules_to_save=tuple(g["modules_to_save"]),
                           seed=g["seed"], device=spec["device"], dtype=spec["dtype"], quantize=spec["quantize"])
     train_generator(gspec, examples, out, cache_dir())
 
@@ -201,7 +204,9 @@ def run_generate(spec: dict, out: Path, inputs: Inputs) -> None:
 def run_filter(spec: dict, out: Path, inputs: Inputs) -> None:
     from blindspot.filters import run_filter as apply_filter
 
-    apply_filter(str(inputs["data"] / "synthetic.jsonl"), spec["filter"], out, keep_dropped=True)
+    name = "pool.jsonl" if spec.get("input") == "pool" else "synthetic.jsonl"  # original+FILTER: the pool
+    apply_filter(str(inputs["data"] / name), spec["filter"], out, keep_dropped=True,
+                 overlap_rule=spec["overlap_rule"])
 
 
 def run_audit(spec: dict, out: Path, inputs: Inputs) -> None:
@@ -212,7 +217,7 @@ def run_audit(spec: dict, out: Path, inputs: Inputs) -> None:
     for key, path in inputs.items():
         if key != "prepare":
             sets[key] = source_examples({"data": path})
-    audit = audit_sets(sets, seed=spec["seed"])
+    audit = audit_sets(sets, seed=spec["seed"], overlap_rule=spec["overlap_rule"])
     atomic_write_json(out / "audit.json", audit)
     atomic_write_text(out / "audit.md", audit_markdown(audit))
 

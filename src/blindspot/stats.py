@@ -1,8 +1,10 @@
-"""Intervals and paired tests for accuracies: Wilson score, exact McNemar, Newcombe paired difference.
+"""Intervals and tests for accuracies: Wilson score, exact McNemar, Newcombe differences.
 
 Every accuracy the project reports carries its count and a Wilson 95 % interval; two classifiers
 evaluated on the same examples are compared with the exact McNemar test on the discordant pairs
-and Newcombe's (1998) hybrid score interval for the difference of paired proportions.
+and Newcombe's (1998) hybrid score interval for the difference of paired proportions. The
+difference of two proportions on independent samples (the reliance measure: a challenge-set
+rate minus a general-set rate) gets Newcombe's hybrid score interval for unpaired proportions.
 """
 
 from __future__ import annotations
@@ -80,6 +82,23 @@ def paired_difference(a_correct: Sequence[bool], b_correct: Sequence[bool],
     diff = p1 - p2
     lower = diff - math.sqrt(max(0.0, (p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2)))
     upper = diff + math.sqrt(max(0.0, (p2 - l2) ** 2 + (u1 - p1) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1)))
+    return diff, max(-1.0, lower), min(1.0, upper)
+
+
+def unpaired_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float, float]:
+    """k1/n1 - k2/n2 of two independent samples, with Newcombe's hybrid score interval (method 10).
+
+    Newcombe (1998, Stat. Med. 17:873), "square-and-add" of the two Wilson intervals; e.g.
+    56/70 - 48/80 = 0.2000 with interval [0.0524, 0.3339] (his worked example).
+    """
+    if n1 < 1 or n2 < 1:
+        raise ValueError(f"both samples need n >= 1, got n1={n1}, n2={n2}")
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1, z)
+    l2, u2 = wilson_interval(k2, n2, z)
+    diff = p1 - p2
+    lower = diff - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    upper = diff + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
     return diff, max(-1.0, lower), min(1.0, upper)
 
 

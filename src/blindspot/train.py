@@ -29,6 +29,7 @@ from blindspot.lora import (FitResult, LoraSpec, OptimSpec, add_lora, fit, log_t
                            peft_internal_deprecations_hidden, upcast_trainable)
 from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect_device, load_base_model,
                               load_tokenizer, read_adapter_info, resolve_model, save_adapter_dir, verified_base)
+from blindspot.mfu import training_mfu
 from blindspot.runmeta import run_metadata
 from blindspot.storage import is_done
 from blindspot.templates import CLASSIFIER_TEMPLATES, encode_classifier_inputs
@@ -55,8 +56,10 @@ class ClassifierSpec(BaseModel):
     max_length: int = Field(512, ge=8, description="Longest input in tokens (premise truncated from the left).")
     seed: int = Field(0, description="Seed of the head initialisation, LoRA init, dropout and batch order.")
     device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
-    dtype: str = Field("auto", description="auto (CUDA bf16, CPU fp32), float32, bfloat16, float16.")
-    quantize: str = Field("none", pattern="^(none|4bit)$", description="none, or 4bit (NF4 base; CUDA only).")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), float32, "
+                       "bfloat16, float16.")
+    quantize: str = Field("none", pattern="^(none|4bit)$", description="none, or 4bit (NF4 base via bitsandbytes: "
+                          "CUDA, or its CPU backend).")
 
 
 @dataclass
@@ -75,9 +78,10 @@ class Classifier:
 # --- batches ---------------------------------------------------------------------------------
 
 def classifier_batches(tokenizer, template: str, examples: list[NLIExample], labels: tuple[str, ...],
-                       batch_size: int, max_length: int, seed: int) -> Callable[[int], list[dict]]:
-    """Tokenise once; per epoch, shuffle with the seed, then sort by length within chunks of
-    SORT_CHUNK_BATCHES batches (less padding) and shuffle the order of the batches."""
+                       batch_size: int, max_length: int, seed: int,
+                       group_by_length: bool = True) -> Callable[[int], list[dict]]:
+    """Tokenise once; per epoch, shuffle with the seed, then (group_by_length) sort by length within
+    chunks of SORT_CHUNK_BATCHES batches (less padding) and shuffle the order of the batches."""
     label_ids = {lab: i for i, lab in enumerate(labels)}
     bad = next((e for e in examples if e.label not in label_ids), None)
     if bad is not None:
@@ -104,7 +108,9 @@ def classifier_batches(tokenizer, template: str, examples: list[NLIExample], lab
         chunk = SORT_CHUNK_BATCHES * batch_size
         groups: list[list[int]] = []
         for start in range(0, len(order), chunk):
-            part = sorted(order[start:start + chunk], key=lambda j: len(encoded[j][0]))
+            part = order[start:start + chunk]
+            if group_by_length:
+                part = sorted(part, key=lambda j: len(encoded[j][0]))
             groups += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
         rng.shuffle(groups)
         return [collate([encoded[j] for j in g]) for g in groups]
@@ -143,17 +149,18 @@ def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | No
                                 pad_token_id=tokenizer.pad_token_id)
         model = add_lora(model, spec.lora, "classification")
         lora = spec.lora.model_dump(mode="json")
-    result = FitResult(0, 0, 0.0, 0.0, [])
+    result, mfu = FitResult(0, 0, 0.0, 0.0, []), None
     if examples:
         batches = classifier_batches(tokenizer, template, examples, spec.labels, spec.optim.batch_size,
-                                     spec.max_length, spec.seed)
+                                     spec.max_length, spec.seed, spec.optim.group_by_length)
         result = fit(model, batches, spec.optim, device, desc="train-classifier")
+        mfu = training_mfu(model, batches, spec.optim.epochs, result.seconds, device, dtype, cache_dir)
     info = {"spec": spec.model_dump(mode="json"), "labels": list(spec.labels), "template": template,
             "base": base, "lora": lora, "max_length": spec.max_length,
             "train": {"examples": len(examples), "steps": result.steps,
                       "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
-                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s)
+                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
     save_adapter_dir(model, tokenizer, out_dir, "classifier.json", info, result.log, meta)
     return out_dir
 
@@ -195,7 +202,7 @@ def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifi
         from peft import prepare_model_for_kbit_training
 
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=info["lora"].get(
-            "gradient_checkpointing", True))
+            "gradient_checkpointing", True), gradient_checkpointing_kwargs={"use_reentrant": False})
     base.config.id2label = dict(enumerate(info["labels"]))
     base.config.label2id = {lab: i for i, lab in enumerate(info["labels"])}
     try:
@@ -213,12 +220,23 @@ def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifi
 
 def load_classifier(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                     quantize: str | None = None) -> Classifier:
-    """Reload a saved classifier for inference (eval mode); quantize None = as trained, if CUDA."""
+    """Reload a saved classifier for inference (eval mode); quantize None = as trained.
+
+    A classifier trained on a 4-bit base is loaded on a 4-bit base wherever bitsandbytes can run
+    it (CUDA, or its CPU backend); where it cannot, it is loaded unquantised and a warning says so.
+    """
+    from blindspot.models import four_bit_available
+
     path = Path(path)
+    dev, dt = detect_device(device, dtype)
     if quantize is None:
-        spec_q = _read_info(path)["spec"].get("quantize", "none") if path.is_dir() else "none"
-        quantize = spec_q if torch.cuda.is_available() else "none"
-    return _load(path, device, dtype, quantize, trainable=False)
+        quantize = _read_info(path)["spec"].get("quantize", "none") if path.is_dir() else "none"
+        ok, why = four_bit_available(dev) if quantize == "4bit" else (True, "")
+        if not ok:
+            log.warning("%s was trained on a 4-bit NF4 base, but %s: loading it on the unquantised base "
+                        "(predictions can differ slightly from the 4-bit model's)", path, why)
+            quantize = "none"
+    return _load(path, dev, dt, quantize, trainable=False)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -260,7 +278,7 @@ def train_classifier_from_source(spec: ClassifierSpec, data: str | None, n: int 
 _OVERRIDES = {**{k: (None, k) for k in ("model", "init_from", "template", "seed", "device", "dtype", "quantize",
                                         "max_length")},
               **{k: ("optim", k) for k in ("lr", "batch_size", "grad_accum", "epochs", "warmup_ratio",
-                                           "weight_decay", "max_grad_norm")},
+                                           "weight_decay", "max_grad_norm", "optimizer")},
               **{f"lora_{k}": ("lora", k) for k in ("r", "alpha", "dropout")}}
 _JOB_KEYS = ("data", "n", "sample_seed", "out", "cache_dir", "pool_per_label")  # YAML keys that are not spec fields
 

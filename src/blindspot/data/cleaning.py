@@ -5,12 +5,16 @@
 Cleaning (DESIGN.md step 1), in this order: (1) drop pairs whose gold label is `-`
 (those the loader already dropped are counted from `meta["dropped_no_gold"]`); (2) drop every
 (premise, hypothesis) pair that occurs more than once, ALL copies, whatever their labels
-(pairs compared as exact strings). `split_validation` then holds out a label-balanced,
-seeded validation set; the rest is the training pool.
+(pairs compared as exact strings). `split_validation` then holds out a label-balanced
+validation set, either a seeded sample per label (`mode="sample"`) or, as the reference
+implementation does, the first `per_label` rows of each label in file order (`mode="first"`);
+the rest is the training pool.
 
 Sampling is deterministic in the seed and nested: with the same seed and candidates, the
 first n of a larger sample are the sample of size n (so the n = 5k starting point's data is
-inside the n = 10k one's).
+inside the n = 10k one's). `sample_examples` draws either with `random.Random(seed)`
+(`method="shuffle"`) or exactly as the reference implementation does, pandas
+`DataFrame.sample(n, random_state=seed)` (`method="pandas"`; the reference uses seed 42).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from typing import Literal
 
 from blindspot.data.example import NLIExample, NLISet
 from blindspot.data.generic import NO_GOLD
@@ -64,10 +69,17 @@ def _shuffled(examples: list[NLIExample], seed: int | str) -> list[NLIExample]:
     return out
 
 
-def split_validation(s: NLISet, per_label: int = 250, seed: int = 0) -> tuple[NLISet, NLISet]:
-    """Hold out `per_label` examples of each label (seeded) as validation; the rest is the pool."""
+ValidationMode = Literal["sample", "first"]
+
+
+def split_validation(s: NLISet, per_label: int = 250, seed: int = 0,
+                     mode: ValidationMode = "sample") -> tuple[NLISet, NLISet]:
+    """Hold out `per_label` examples of each label as validation (seeded sample, or the first in
+    file order); the rest is the pool."""
     if per_label < 0:
         raise ConfigError(f"validation per label must be >= 0, got {per_label}")
+    if mode not in ("sample", "first"):
+        raise ConfigError(f"validation mode: {mode!r} is not one of sample, first")
     if len({e.id for e in s.examples}) != len(s.examples):
         raise DataError(f"{s.name}: example ids are not unique, cannot hold out a validation set by id")
     by_label: dict[str, list[NLIExample]] = defaultdict(list)
@@ -79,22 +91,35 @@ def split_validation(s: NLISet, per_label: int = 250, seed: int = 0) -> tuple[NL
         if len(have) < per_label:
             raise ConfigError(f"{s.name}: only {len(have)} examples labelled {label!r}, cannot hold out "
                               f"{per_label} per label for validation")
-        held.update(e.id for e in _shuffled(have, f"{seed}:{label}")[:per_label])
+        chosen = have if mode == "first" else _shuffled(have, f"{seed}:{label}")
+        held.update(e.id for e in chosen[:per_label])
     val = [e for e in s.examples if e.id in held]
     pool = [e for e in s.examples if e.id not in held]
-    info = {"validation_per_label": per_label, "seed": seed}
+    info = {"validation_per_label": per_label, "mode": mode, **({"seed": seed} if mode == "sample" else {})}
     return (NLISet(f"{s.name}-validation", s.labels, val, s.source, {**s.meta, "split_validation": info}),
             NLISet(f"{s.name}-pool", s.labels, pool, s.source, {**s.meta, "split_validation": info}))
 
 
+SampleMethod = Literal["shuffle", "pandas"]
+
+
 def sample_examples(s: NLISet | Iterable[NLIExample], n: int, seed: int,
-                    exclude_ids: Iterable[str] = ()) -> list[NLIExample]:
-    """n examples drawn without replacement (seeded, nested in n), skipping exclude_ids."""
+                    exclude_ids: Iterable[str] = (), method: SampleMethod = "shuffle") -> list[NLIExample]:
+    """n examples drawn without replacement (seeded, nested in n), skipping exclude_ids.
+
+    method "pandas" is the reference's `pool.sample(n=n, random_state=seed)`, in its order.
+    """
     excl = set(exclude_ids)
     cands = [e for e in _examples(s) if e.id not in excl]
     if not 0 <= n <= len(cands):
         raise ConfigError(f"cannot sample {n} examples: {len(cands)} available"
                           + (f" after excluding {len(excl)} ids" if excl else ""))
+    if method == "pandas":
+        import pandas as pd
+
+        return [cands[i] for i in pd.RangeIndex(len(cands)).to_series().sample(n=n, random_state=seed)]
+    if method != "shuffle":
+        raise ConfigError(f"sampling method: {method!r} is not one of shuffle, pandas")
     return _shuffled(cands, seed)[:n]
 
 

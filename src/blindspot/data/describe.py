@@ -49,7 +49,7 @@ def heuristic_prevalence(s: NLISet) -> dict:
     entail = {k: {"n": with_feature[k] if avail[k] else None,
                   "entailment_share": entail_with[k] / with_feature[k] if avail[k] and with_feature[k] else None}
               for k in FEATURES}
-    return {"by_label": by_label, "entailment_among": entail}
+    return {"by_label": by_label, "entailment_among": entail, "overlap_rule": heuristics.DEFAULT_OVERLAP_RULE}
 
 
 def describe_set(s: NLISet, clean: bool = False, validation_per_label: int = 250, seed: int = 0) -> dict:
@@ -87,7 +87,7 @@ def describe(sources: list[DataSource | str], clean: bool = False, validation_pe
     sets = [describe_set(load_source(src), clean, validation_per_label, seed) for src in sources]
     return {"sets": sets, "constituent": {"available": heuristics.CONSTITUENT_AVAILABLE,
                                           "reason": None if heuristics.CONSTITUENT_AVAILABLE else heuristics.CONSTITUENT_REASON},
-            "tokenisation": "lowercase; words are runs of letters/digits/apostrophes; punctuation dropped"}
+            "tokenisation": heuristics.RULE_TEXT[heuristics.DEFAULT_OVERLAP_RULE]}
 
 
 def _share(x: float | None) -> str:
