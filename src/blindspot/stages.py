@@ -205,7 +205,7 @@ def run_filter(spec: dict, out: Path, inputs: Inputs) -> None:
     from blindspot.filters import run_filter as apply_filter
 
     apply_filter(str(inputs["data"] / "synthetic.jsonl"), spec["filter"], out, keep_dropped=True,
-                 overlap_rule=spec["overlap_rule"], dtype=spec["dtype"])
+                 overlap_rule=spec["overlap_rule"])
 
 
 def run_audit(spec: dict, out: Path, inputs: Inputs) -> None:
