@@ -11,6 +11,10 @@ nothing. Batch b of label L is sampled with a seed derived from (seed, L, b): th
 gives the same records, and a run killed at any moment and started again resumes after its
 last finished batch and ends with exactly the records of an uninterrupted run.
 
+That is the native engine; `--engine vllm` samples the batches with vLLM instead
+(blindspot.engines, blindspot.vllm_engine). Only the decode call differs: parsing, reject
+accounting, dedup, leakage, the files and resumption are this module's, for every engine.
+
 Output directory: synthetic.jsonl (valid records, appended per batch), rejects.jsonl (raw text
 and reason), progress.json (batches finished per label: the commit point of each batch),
 report.json (counts by reason, duplicates, leakage), spec.json, meta.json, DONE last.
