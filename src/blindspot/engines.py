@@ -46,6 +46,9 @@ class Engine(Protocol):
     def describe(self) -> dict:
         """Device, dtype and engine facts for meta.json."""
 
+    def reset(self) -> None:
+        """Forget what the last run left cached: each run computes its own rows."""
+
     def close(self) -> None:
         """Release the engine's processes and memory."""
 
@@ -106,8 +109,11 @@ class NativeEngine:
     def describe(self) -> dict:
         return {"engine": self.name, "device": str(self.gen.device), "dtype": str(self.gen.model.dtype)}
 
-    def close(self) -> None:
+    def reset(self) -> None:
         self._prompt = (None, None)
+
+    def close(self) -> None:
+        self.reset()
 
 
 def choose_engine(spec: "GenerateSpec", engine: Engine | None = None) -> tuple[str, str]:

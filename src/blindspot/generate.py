@@ -240,6 +240,7 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=Non
 
 def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Path:
     """The sampling loop of `generate`: batches until every label has its records, or its attempt cap."""
+    engine.reset()
     gen = engine.gen
     labels = spec.labels or gen.labels
     leakage = _leakage_index(spec.eval_sets)

@@ -113,6 +113,16 @@ def _cpu_options(base_path: Path, dtype: torch.dtype, max_num_seqs: int, max_mod
     return {"kv_cache_memory_bytes": max(2 * per_token * tokens, 64 << 20)}
 
 
+def _quiet_vllm() -> None:
+    """Our log lines only: vLLM's INFO/WARNING chatter (Triton, LD_PRELOAD hints, shutdown notes), torch's
+    C++ warnings and library FutureWarnings in vLLM's engine processes. Read at import / process start;
+    a variable the user has set is kept."""
+    for name, value in (("VLLM_LOGGING_LEVEL", "ERROR"), ("TORCH_CPP_LOG_LEVEL", "ERROR"),
+                        ("PYTHONWARNINGS", "ignore::FutureWarning")):
+        os.environ.setdefault(name, value)
+    logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"].upper())  # its records reach our handler
+
+
 class VllmEngine:
     """A vLLM `LLM` on one generator's base + adapter; see the module docstring."""
 
@@ -128,7 +138,9 @@ class VllmEngine:
              max_new_tokens: int = 128, chunk_batches: int = 4, **llm_options) -> "VllmEngine":
         """Start vLLM (tens of seconds) on the generator's base with its adapter enabled."""
         gen, base_path = load_generator_files(generator)
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # our log lines only (read at import)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # vLLM reserves a share of the free GPU memory: give back our cached blocks
+        _quiet_vllm()
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
@@ -140,7 +152,7 @@ class VllmEngine:
         rank = lora_rank(gen.path)
         options = {"dtype": str(dt).removeprefix("torch."), "max_model_len": max_model_len,
                    "max_num_seqs": batch_size, "enable_lora": True, "max_loras": 1, "max_lora_rank": rank,
-                   "seed": 0}
+                   "seed": 0, "use_tqdm_on_load": False}
         if kind == "cpu":
             options |= _cpu_options(base_path, dt, batch_size, max_model_len)
         options |= llm_options
@@ -158,12 +170,16 @@ class VllmEngine:
     def describe(self) -> dict:
         return dict(self.info)
 
+    def reset(self) -> None:
+        self._rows, self._chunk_key = {}, None
+
     def close(self) -> None:
         """Stop vLLM's engine process now (not at interpreter exit, when logging is gone)."""
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None:
             core.shutdown(timeout=60)  # vLLM's default 5 s grace is too short on a busy CPU
-        self.llm, self._rows, self._chunk_key = None, {}, None
+        self.llm = None
+        self.reset()
 
     def sample(self, spec, label: str, batch: int, seed: int) -> tuple[list[list[int]], int]:
         """Rows of batch `batch` of `label`, from the (cached) aligned chunk that holds it."""
