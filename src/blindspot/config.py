@@ -95,6 +95,8 @@ class GenerationConfig(BaseModel):
     max_attempts_factor: float = Field(5.0, ge=1, description="Give up on a label after this many x per_label samples.")
     keep_leaked: bool = Field(False, description="Keep synthetic pairs that also occur in an evaluation set.")
     seed: int = Field(0, description="Sampling seed; shared by every condition seed.")
+    engine: Literal["auto", "native", "vllm"] = Field("auto", description="native (our prompt-cached decoder), "
+                                                      "vllm, or auto: vllm on CUDA when it is installed, else native.")
 
     @field_validator("per_label")
     @classmethod

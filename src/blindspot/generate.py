@@ -11,6 +11,10 @@ nothing. Batch b of label L is sampled with a seed derived from (seed, L, b): th
 gives the same records, and a run killed at any moment and started again resumes after its
 last finished batch and ends with exactly the records of an uninterrupted run.
 
+That is the native engine; `--engine vllm` samples the batches with vLLM instead
+(blindspot.engines, blindspot.vllm_engine). Only the decode call differs: parsing, reject
+accounting, dedup, leakage, the files and resumption are this module's, for every engine.
+
 Output directory: synthetic.jsonl (valid records, appended per batch), rejects.jsonl (raw text
 and reason), progress.json (batches finished per label: the commit point of each batch),
 report.json (counts by reason, duplicates, leakage), spec.json, meta.json, DONE last.
@@ -27,16 +31,16 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from blindspot.engines import ENGINES, choose_engine, open_engine
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.parsing import LeakageIndex, PairFilter, doomed_reason, parse_generation
 from blindspot.progress import progress_bar
 from blindspot.mfu import flop_shape, inference_mfu
 from blindspot.runmeta import run_metadata
-from blindspot.sampling import StopRule, decode_batch, encode_prompt
 from blindspot.storage import atomic_write_json, atomic_write_text, is_done, mark_done
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,9 @@ class GenerateSpec(BaseModel):
     keep_leaked: bool = Field(False, description="Keep pairs that occur in an evaluation set (reported either way).")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps.")
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16.")
+    engine: Literal["auto", "native", "vllm"] = Field(
+        "auto", description="native (our prompt-cached decoder), vllm, or auto: vllm on CUDA when it is "
+        "installed, else native. spec.json records the engine that ran.")
 
     @field_validator("n_per_label")
     @classmethod
@@ -208,17 +215,34 @@ def _report(spec: GenerateSpec, labels, progress: dict, records: list[dict], rej
     }
 
 
-def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
-    """Sample until `n_per_label` valid records per label are in `out_dir`; resumes a killed run."""
-    from blindspot.generator import load_generator
+def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=None) -> Path:
+    """Sample until `n_per_label` valid records per label are in `out_dir`; resumes a killed run.
 
+    `generator`: a loaded Generator for the native engine; `engine`: an open engine (blindspot.engines)
+    to reuse across runs. Otherwise the engine spec.engine names is opened on spec.generator.
+    """
     out = Path(out_dir)
     if is_done(out):
         log.info("%s is done already; nothing to do", out)
         return out
     out.mkdir(parents=True, exist_ok=True)
+    name, why = choose_engine(spec, engine)
+    log.info("generation engine: %s (%s)", name, why)
+    spec = spec.model_copy(update={"engine": name})  # the engine that ran, so a resume cannot switch it
     _check_spec(out, spec)
-    gen = generator or load_generator(spec.generator, device=spec.device, dtype=spec.dtype)
+    opened = engine is None
+    engine = engine or open_engine(name, spec, generator)
+    try:
+        return _sample_until_done(spec, out, engine)
+    finally:
+        if opened:
+            engine.close()  # frees the GPU (vLLM) for the stages that follow in this process
+
+
+def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Path:
+    """The sampling loop of `generate`: batches until every label has its records, or its attempt cap."""
+    engine.reset()
+    gen = engine.gen
     labels = spec.labels or gen.labels
     leakage = _leakage_index(spec.eval_sets)
     progress, records, rejects = _restore(out, spec, labels)
@@ -227,10 +251,9 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
                  ", ".join(f"{lab}: {sum(r['label'] == lab for r in records)}" for lab in labels),
                  sum(p["batches"] for p in progress.values()))
     pairs = PairFilter(leakage, spec.keep_leaked, seen={(r["premise"], r["hypothesis"]) for r in records})
-    stop = StopRule.build(gen.tokenizer, gen.template.end_marker, gen.model.config.vocab_size,
-                          doomed=lambda text: doomed_reason(text, "", gen.template, spec.max_chars) is not None)
     started, computed, new = time.perf_counter(), 0, 0
-    shape, model_flops, fed = flop_shape(gen.model), 0, 0  # MFU: real tokens fed to the model
+    # MFU: real tokens fed to the model; counted for the native engine (vLLM holds its own copy of the model)
+    shape, model_flops, fed = (flop_shape(gen.model) if gen.model is not None else None), 0, 0
     bar = progress_bar(sum(spec.wanted(lab) for lab in labels), "generate", unit="ex", initial=len(records))
     for label in labels:
         want = spec.wanted(label)
@@ -238,14 +261,13 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
         have = sum(r["label"] == label for r in records)
         if have >= want or progress[label]["batches"] * spec.batch_size >= cap:
             continue
-        prompt = encode_prompt(gen.model, gen.prompt_ids(label))
-        model_flops, fed = model_flops + shape.inference([len(prompt.ids)]), fed + len(prompt.ids)
+        prompt_len = len(gen.prompt_ids(label))
+        if shape is not None:  # the prompt's cache is computed once per label
+            model_flops, fed = model_flops + shape.inference([prompt_len]), fed + prompt_len
         while have < want and progress[label]["batches"] * spec.batch_size < cap:
             b = progress[label]["batches"]
             seed = batch_seed(spec.seed, label, b)
-            rng = torch.Generator(device=gen.device).manual_seed(seed)
-            rows, n_tok = decode_batch(gen.model, prompt, spec.batch_size, stop, max_new_tokens=spec.max_new_tokens,
-                                       temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, generator=rng)
+            rows, n_tok = engine.sample(spec, label, b, seed)
             kept, rejected, surplus = _parse_batch(gen, label, b, seed, rows, spec, pairs, want - have)
             _append_jsonl(out / "rejects.jsonl", rejected)
             _append_jsonl(out / "synthetic.jsonl", kept)
@@ -256,8 +278,9 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
             have += len(kept)
             computed += n_tok
             # row r fed len(r) - 1 of its tokens back, at positions after the prompt
-            model_flops += shape.inference([len(r) - 1 for r in rows], len(prompt.ids))
-            fed += sum(len(r) - 1 for r in rows)
+            if shape is not None:
+                model_flops += shape.inference([len(r) - 1 for r in rows], prompt_len)
+                fed += sum(len(r) - 1 for r in rows)
             new += len(kept)
             bar.update(len(kept))
     bar.close()
@@ -267,9 +290,9 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None) -> Path:
     report = _report(spec, labels, progress, records, rejects, leakage)
     atomic_write_json(out / "report.json", report)
     atomic_write_json(out / "meta.json", run_metadata(
-        device=str(gen.device), dtype=str(gen.model.dtype), wall_s=wall, new_records=new,
+        **engine.describe(), wall_s=wall, new_records=new,
         examples_per_s=new / wall if wall else None, decode_tokens_per_s=computed / wall if wall else None,
-        mfu=inference_mfu(shape, model_flops, fed, wall, gen.device, gen.model.dtype) if new else None))
+        mfu=inference_mfu(shape, model_flops, fed, wall, gen.device, gen.model.dtype) if new and shape else None))
     if not report["complete"]:
         short = {lab: f"{v['valid']} of {spec.wanted(lab)}" for lab, v in report["labels"].items()
                  if v["valid"] < spec.wanted(lab)}
@@ -304,6 +327,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-set", dest="eval_sets", action="append", default=[],
                         help=d["eval_sets"].description + " Repeatable.")
     parser.add_argument("--keep-leaked", action="store_true", help=d["keep_leaked"].description)
+    parser.add_argument("--engine", choices=ENGINES, default=d["engine"].default, help=d["engine"].description)
     for name in ("batch_size", "temperature", "top_p", "top_k", "max_new_tokens", "seed",
                  "max_attempts_factor", "max_chars", "device", "dtype"):
         field = d[name]
