@@ -25,10 +25,20 @@ RECORDED: list[dict] = []
 
 
 def _our_frames() -> list[str]:
-    frames, f = [], sys._getframe(2)
+    """Our frames on the stack, innermost first; none when a library module's import raised the warning.
+
+    A deprecation that a third-party module raises while it is being imported (torch.utils.mkldnn's
+    `torch.jit.script_method`, reached through transformers' lazy imports) is not caused by how we
+    call anything: an import frame lies between it and our innermost frame.
+    """
+    frames, f, importing = [], sys._getframe(2), False
     while f is not None:
         if f.f_globals.get("__name__", "").startswith("blindspot"):
+            if importing and not frames:
+                return []
             frames.append(f"{f.f_globals['__name__']}:{f.f_lineno} {f.f_code.co_name}")
+        elif f.f_code.co_filename.startswith("<frozen importlib"):
+            importing = True
         f = f.f_back
     return frames
 
