@@ -372,7 +372,7 @@ def test_bad_prediction_file(content, needles, predictions, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("setup,needles", [
-    ("missing", ["no results found"]),
+    ("missing", ["no such directory"]),
     ("empty", ["no results found", "results/index.json"]),
     ("corrupt-index", ["index.json:1:", "not valid JSON"]),
     ("csv-missing-columns", ["results.csv", "missing columns"]),
@@ -386,3 +386,17 @@ def test_bad_run_directory(setup, needles, tmp_path, capsys):
     elif setup == "csv-missing-columns":
         (run_dir / "results" / "results.csv").write_text("eval_set,accuracy\nm,0.5\n")
     assert_one_clear_error(*run_cli(capsys, ["report", run_dir]), "report", *needles)
+
+
+@pytest.mark.parametrize("flag", ["--max-length", "--per-label", "--per-subcase"])
+@pytest.mark.parametrize("value", ["0", "-3", "ten"])
+def test_evaluate_size_options_must_be_positive(flag, value, ck, tmp_path, capsys):
+    argv = ["evaluate", ck["clf"], "--set", f"m={ck['data']}", "--out", tmp_path / "o", flag, value]
+    with pytest.raises(SystemExit) as stop:  # argparse's own error: usage, then one error line
+        main([str(a) for a in argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("blindspot evaluate: error:") and flag in last and "whole number >= 1" in last, err
+    assert not (tmp_path / "o").exists()

@@ -418,6 +418,17 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
 
 # --- command line ---------------------------------------------------------------------------
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from blindspot.data.source_args import SOURCE_SYNTAX
 
@@ -427,12 +438,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (metrics.json, predictions/, meta.json, DONE)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="most examples per forward pass (long examples run in smaller batches)")
-    parser.add_argument("--per-subcase", type=int, default=None,
+    parser.add_argument("--per-subcase", type=_positive_int, default=None,
                         help="quick run: evaluate only K examples per HANS subcase (seeded)")
-    parser.add_argument("--per-label", type=int, default=None,
+    parser.add_argument("--per-label", type=_positive_int, default=None,
                         help="quick run: evaluate only K examples per gold label of non-HANS sets (seeded)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
-    parser.add_argument("--max-length", type=int, default=None,
+    parser.add_argument("--max-length", type=_positive_int, default=None,
                         help="longest input in tokens (premise cut first); default: the classifier's training value")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA and on CPUs with native bf16, "

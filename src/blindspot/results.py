@@ -205,6 +205,9 @@ def write_results(df: pd.DataFrame, run_dir: str | Path) -> dict[str, Path]:
 def load_results(run_dir: str | Path) -> pd.DataFrame:
     """The run's table: collected afresh from index.json if present, else the saved results table."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BlindspotError(f"{run_dir}: {'not a directory' if run_dir.exists() else 'no such directory'}: "
+                             "expected a run directory written by `blindspot run`")
     if (run_dir / INDEX).exists():
         index = load_index(run_dir)
         df = collect_results(index.conditions, run_dir, overlap_rule(index.config))
