@@ -400,3 +400,9 @@ def test_evaluate_size_options_must_be_positive(flag, value, ck, tmp_path, capsy
     last = err.strip().splitlines()[-1]
     assert last.startswith("blindspot evaluate: error:") and flag in last and "whole number >= 1" in last, err
     assert not (tmp_path / "o").exists()
+
+
+def test_generate_per_label_count_for_an_unknown_label(ck, tmp_path, capsys):
+    argv = ["generate", "--generator", ck["gen"], "--n-per-label", "maybe=3", "--out", tmp_path / "o", "--device", "cpu"]
+    assert_one_clear_error(*run_cli(capsys, argv), "generate", "n_per_label", "unknown label(s) 'maybe'",
+                           "entailment")

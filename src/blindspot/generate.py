@@ -79,6 +79,13 @@ class GenerateSpec(BaseModel):
             raise ValueError(f"must be >= 1 (per label), got {v}")
         return v
 
+    def check_labels(self, labels: tuple[str, ...]) -> None:
+        """A per-label count must name only labels the generator writes."""
+        unknown = [k for k in self.n_per_label if k not in labels] if isinstance(self.n_per_label, dict) else []
+        if unknown:
+            raise ConfigError(f"n_per_label: unknown label(s) {', '.join(map(repr, unknown))}; the generator "
+                              f"writes {', '.join(labels)}")
+
     def wanted(self, label: str) -> int:
         """Valid records wanted for `label`."""
         if isinstance(self.n_per_label, int):
@@ -244,6 +251,7 @@ def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Path:
     engine.reset()
     gen = engine.gen
     labels = spec.labels or gen.labels
+    spec.check_labels(labels)
     leakage = _leakage_index(spec.eval_sets)
     progress, records, rejects = _restore(out, spec, labels)
     if any(p["batches"] for p in progress.values()):
