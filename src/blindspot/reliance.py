@@ -46,10 +46,7 @@ def overlap_rules() -> dict[str, Callable[[str, str], bool]]:
     """Named full-lexical-overlap rules (heuristics.OVERLAP_RULES): rule name -> f(premise, hypothesis)."""
     from blindspot import heuristics
 
-    names = getattr(heuristics, "OVERLAP_RULES", None)
-    if not names:  # a heuristics module with one rule only
-        return {"words": heuristics.lexical_overlap}
-    return {name: functools.partial(heuristics.lexical_overlap, rule=name) for name in names}
+    return {name: functools.partial(heuristics.lexical_overlap, rule=name) for name in heuristics.OVERLAP_RULES}
 
 
 def overlap_flags(premise: str, hypothesis: str) -> dict[str, bool]:
@@ -122,7 +119,10 @@ def main(args: argparse.Namespace) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("challenge", help="predictions JSONL of the challenge set (HANS)")
     parser.add_argument("general", help="predictions JSONL of the general set (MNLI matched), same classifier")
-    parser.add_argument("--rule", default=DEFAULT_RULE, help="lexical-overlap rule of the baseline")
+    from blindspot.heuristics import DEFAULT_OVERLAP_RULE, OVERLAP_RULES
+
+    parser.add_argument("--rule", choices=OVERLAP_RULES, default=DEFAULT_OVERLAP_RULE,
+                        help="lexical-overlap rule of the baseline (the run's overlap_rule)")
 
 
 if __name__ == "__main__":
