@@ -125,7 +125,7 @@ def test_demo_config_is_designed_to_answer_something():
 def test_laptop_config_can_test_the_three_findings():
     """issue 9: >= 3 seeds, an untrained and a trained start, original / synthetic / biased synthetic."""
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "laptop.yaml")
-    assert len(cfg.seeds) >= 3 and 0 in cfg.start_sizes and max(cfg.start_sizes) >= 1000
+    assert len(cfg.seeds) >= 3 and 0 in cfg.start_sizes and max(cfg.start_sizes) >= 2000  # 1,000 was at chance (LOG)
     assert {"original", "synthetic", "biased-lexical-overlap"} <= set(cfg.augment.sources)
     assert len(cfg.augment.sizes) >= 2
     # the biased filter keeps ~4 % of the generator's entailment pairs (docs/LOG.md): enough for m / 3
