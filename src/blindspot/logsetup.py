@@ -19,6 +19,7 @@ writes RUN/run.log with it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -121,6 +122,22 @@ def route_libraries(show_bars: bool = False) -> None:
     if not show_bars:  # with -v the libraries keep their own defaults
         hf_logging.disable_progress_bar()
         disable_progress_bars()
+
+
+@contextmanager
+def gguf_bar_hidden() -> Iterator[None]:
+    """Hide transformers' GGUF conversion bar (a bare tqdm that its progress-bar switch misses)
+    unless the libraries' bars are on (-v)."""
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    shown = gguf_utils.tqdm
+    if are_progress_bars_disabled():
+        gguf_utils.tqdm = functools.partial(shown, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = shown
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from blindspot.checkpoint_files import (TOKENIZER_JSON_FILES, _first_line, adapter_keys,  # noqa: F401 (re-exported)
                                         directory_kind, read_json_file)
 from blindspot.errors import CheckpointError, ConfigError
+from blindspot.logsetup import gguf_bar_hidden
 from blindspot.lora import LoraSpec, add_lora  # noqa: F401  (part of this module's interface)
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, mark_done
 
@@ -191,7 +192,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     log.info("converting %s into a transformers checkpoint at %s (once)", gguf_path.name, out_dir)
     src = dict(pretrained_model_name_or_path=gguf_path.parent, gguf_file=gguf_path.name)
     tokenizer = AutoTokenizer.from_pretrained(**src)
-    loaded = AutoModelForCausalLM.from_pretrained(**src, dtype=torch.float32)
+    with gguf_bar_hidden():
+        loaded = AutoModelForCausalLM.from_pretrained(**src, dtype=torch.float32)
     # transformers refuses save_pretrained on a GGUF-loaded model: copy into a fresh one.
     config = loaded.config
     if hasattr(config, "quantization_config"):
