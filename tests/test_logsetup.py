@@ -1,4 +1,6 @@
 """Library output routing (blindspot.logsetup)."""
+
+
 def test_gguf_conversion_bar_hidden_unless_verbose(capsys):
     """transformers' GGUF loader uses a bare tqdm that disable_progress_bar() misses (issue 13)."""
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
