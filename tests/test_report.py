@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import json
 from pathlib import Path
 
@@ -178,7 +180,7 @@ def test_report_reads_what_evaluate_writes(tmp_path: Path) -> None:
     write_index(tmp_path, RunIndex(name="eval-format", conditions=entries))
     out = write_report(tmp_path)
     agg = pd.read_csv(tmp_path / "results" / "results_aggregated.csv")
-    assert (agg["interval"] == "wilson").all()
+    assert (agg["interval"] == agg["metric"].map({"accuracy": "wilson", "reliance": "newcombe"})).all()
     paired = pd.read_csv(out / "paired_tests.csv")
     # sorted by eval set: HANS, then MNLI; the reliance measure (HANS against MNLI's no-overlap pairs) beside
     assert list(paired["slice"]) == ["all", BLINDSPOT_SLICE, RELIANCE_SLICE, "all"]
@@ -207,9 +209,12 @@ def test_findings_section_from_paired_differences(table: pd.DataFrame, run_dir: 
     out = write_report(run_dir)
     md = (out / "report.md").read_text()
     assert "## The paper's three findings, here" in md and md.count("| (") == 3
-    # two seeds: mean of the paired differences with a t-interval (t_0.975,1 = 12.706)
-    mean, lo, hi, k = seed_mean_interval(pd.DataFrame({"diff": [0.1, 0.3], "diff_low": [0, 0], "diff_high": [1, 1]}))
-    assert (mean, k) == (pytest.approx(0.2), 2) and hi - mean == pytest.approx(12.7062047 * 0.1414214 / 1.4142136)
+    # two seeds: mean of the paired differences; their paired intervals (0.1 and 0.1 below, 0.2 and
+    # 0.4 above) plus seed-to-seed variation (sd 0.1414, z sd / sqrt 2 = 0.196) in quadrature
+    mean, lo, hi, k = seed_mean_interval(pd.DataFrame({"diff": [0.1, 0.3], "diff_low": [0.0, 0.2],
+                                                       "diff_high": [0.3, 0.7]}))
+    assert (mean, k) == (pytest.approx(0.2), 2)
+    assert mean - lo == pytest.approx(math.hypot(0.1, 1.959964 * 0.1)) and hi - mean == pytest.approx(math.hypot(0.3, 0.196), abs=1e-4)
     row = {"source_a": "synthetic", "source_b": "original", "eval_set": "m", "slice": "all", "start_size": 0,
            "aug_size": 10, "seed": 0}
     tight = pd.DataFrame([{**row, "diff": 0.01, "diff_low": -0.02, "diff_high": 0.03}])

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from blindspot.errors import BlindspotError
+from blindspot.stats import Z95, wilson_interval
 from blindspot.results import (COLUMNS, INDEX, ResultEntry, RunIndex, aggregate_seeds, collect_results,
                                comparison_pairs, load_index, load_results, write_index, write_results)
 
@@ -120,24 +121,33 @@ def test_aggregate_seeds_hand_computed(run_dir: Path) -> None:
     agg = aggregate_seeds(df)
     assert len(agg) == N_CONDITIONS // len(SEEDS) * N_SLICES
     # by hand from the predictions files of both seeds: HANS overall, start 1000 + 200 synthetic
-    accs = []
+    accs, wilsons = [], []
     for seed in SEEDS:
         rows = (run_dir / f"stages/evaluate-1000-synthetic-200-{seed}/predictions/hans.jsonl").read_text().splitlines()
-        accs.append(sum(json.loads(r)["correct"] for r in rows) / len(rows))
-    mean, half = (accs[0] + accs[1]) / 2, T_975_1DF * abs(accs[0] - accs[1]) / math.sqrt(2) / math.sqrt(2)
+        correct = sum(json.loads(r)["correct"] for r in rows)
+        accs.append(correct / len(rows))
+        wilsons.append(wilson_interval(correct, len(rows)))
+    sd = abs(accs[0] - accs[1]) / math.sqrt(2)
+    mean, t_half, seed_half = (accs[0] + accs[1]) / 2, T_975_1DF * sd / math.sqrt(2), Z95 * sd / math.sqrt(2)
+    below = sum(a - w[0] for a, w in zip(accs, wilsons)) / 2  # the seeds' own Wilson half-widths, averaged
+    above = sum(w[1] - a for a, w in zip(accs, wilsons)) / 2
     row = agg[(agg["start_size"] == 1000) & (agg["source"] == "synthetic") & (agg["aug_size"] == 200)
               & (agg["eval_set"] == "hans") & (agg["slice"] == "all")].iloc[0]
-    assert row["n_seeds"] == 2 and row["interval"] == "t" and row["n"] == 60
+    assert row["n_seeds"] == 2 and row["interval"] == "eval+seeds" and row["n"] == 60
     assert row["accuracy"] == pytest.approx(mean)
-    assert row["ci_low"] == pytest.approx(max(0.0, mean - half))
-    assert row["ci_high"] == pytest.approx(min(1.0, mean + half))
+    # metrics.json keeps the Wilson bounds rounded: compare to 1e-5
+    assert row["ci_low"] == pytest.approx(max(0.0, mean - math.sqrt(below ** 2 + seed_half ** 2)), abs=1e-5)
+    assert row["ci_high"] == pytest.approx(min(1.0, mean + math.sqrt(above ** 2 + seed_half ** 2)), abs=1e-5)
+    assert row["t_low"] == pytest.approx(max(0.0, mean - t_half))
+    assert row["t_high"] == pytest.approx(min(1.0, mean + t_half))
 
 
-def test_aggregate_single_seed_keeps_wilson(run_dir: Path) -> None:
+def test_aggregate_single_seed_keeps_its_own_interval(run_dir: Path) -> None:
     df = collect_results(load_index(run_dir).conditions, run_dir)
     one = df[df["seed"] == 0]
     agg = aggregate_seeds(one)
-    assert (agg["interval"] == "wilson").all() and (agg["n_seeds"] == 1).all()
+    expected = agg["metric"].map({"accuracy": "wilson", "reliance": "newcombe"})
+    assert (agg["interval"] == expected).all() and (agg["n_seeds"] == 1).all()
     merged = agg.merge(one, on=["start_size", "source", "aug_size", "eval_set", "slice"], suffixes=("", "_run"))
     assert np.allclose(merged["ci_low"], merged["ci_low_run"]) and np.allclose(merged["accuracy"], merged["accuracy_run"])
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from blindspot.stats import accuracy_row, mcnemar_exact, paired_difference, paired_table, wilson_interval
+from blindspot.stats import Z95, accuracy_row, seed_interval, mcnemar_exact, paired_difference, paired_table, wilson_interval
 
 
 @pytest.mark.parametrize("correct,n,lo,hi", [
@@ -103,3 +103,23 @@ def test_unpaired_difference_of_equal_extremes_contains_zero():
         assert diff == 0 and lo < 0 < hi
     with pytest.raises(ValueError):
         unpaired_difference(0, 0, 1, 2)
+
+
+def test_seed_interval_adds_evaluation_and_seed_error():
+    """Seeds share the evaluation examples: their own intervals do not shrink with k; seed spread adds."""
+    agree = seed_interval([0.5, 0.5, 0.5], [0.44, 0.44, 0.44], [0.56, 0.56, 0.56])
+    assert (agree["low"], agree["high"]) == (pytest.approx(0.44), pytest.approx(0.56))  # not zero width
+    assert agree["t_low"] == agree["t_high"] == pytest.approx(0.5)  # the t-interval alone claims certainty
+    spread = seed_interval([0.4, 0.6], [0.34, 0.54], [0.46, 0.66])
+    seed_half = Z95 * math.sqrt(0.02) / math.sqrt(2)  # sd of (0.4, 0.6) is sqrt(0.02)
+    assert spread["mean"] == pytest.approx(0.5)
+    assert spread["high"] - 0.5 == pytest.approx(math.hypot(0.06, seed_half))
+    assert spread["t_high"] == 1.0 and spread["t_low"] == 0.0  # t_0.975,1 = 12.7: clipped to [0, 1]
+    close = seed_interval([0.48, 0.52], [0.42, 0.46], [0.54, 0.58])
+    assert close["t_high"] - 0.5 == pytest.approx(12.706205 * math.sqrt(0.0008) / math.sqrt(2))
+    floor = seed_interval([0.0, 0.0], [0.0, 0.0], [0.088, 0.088])
+    assert (floor["low"], floor["high"]) == (0.0, pytest.approx(0.088))
+    clipped = seed_interval([-0.9, -0.5], [-1.0, -0.7], [-0.7, -0.3], bounds=(-1.0, 1.0))
+    assert clipped["low"] == -1.0
+    with pytest.raises(ValueError, match="2 or more seeds"):
+        seed_interval([0.5], [0.4], [0.6])

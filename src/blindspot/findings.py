@@ -11,9 +11,9 @@ Zhang & Pavlick (2025) report, for Llama-2-7B on MNLI and HANS:
 - (c) synthetic data trails original data on HANS, but does not collapse it.
 
 Each is read off the paired differences between sources at the largest augmentation size, per
-starting point: the mean over seeds of the per-seed paired difference with a 95 % t-interval over
-seeds (2 or more seeds; widened to at least the seeds' average paired interval, since seeds that
-agree give a t-interval of width 0) or, with one seed, that seed's paired (Newcombe) interval. A claim that
+starting point: the mean over seeds of the per-seed paired difference with a 95 % interval that
+adds the seeds' paired (Newcombe) intervals and seed-to-seed variation (blindspot.stats.
+seed_interval; 2 or more seeds) or, with one seed, that seed's paired interval. A claim that
 two sources differ holds when every interval lies on the claimed side of 0 and fails when one lies
 wholly on the other side. "Matches" holds when every interval lies inside +-EQUIVALENCE and fails
 when one lies wholly outside it. "Does not collapse" means synthetic's HANS accuracy stays above
@@ -22,9 +22,9 @@ COLLAPSED. Everything else is inconclusive at this scale: the intervals are too 
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-from scipy import stats as sps
+
+from blindspot.stats import seed_interval
 
 EQUIVALENCE = 0.05  # |accuracy difference| below which two sources "match"
 COLLAPSED = 0.40    # HANS accuracy below which (chance is 0.5) a source has collapsed it
@@ -32,15 +32,13 @@ HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 
 
 def seed_mean_interval(diffs: pd.DataFrame) -> tuple[float, float, float, int]:
-    """(mean, low, high, seeds) of per-seed paired differences: t over seeds, or the one seed's interval."""
+    """(mean, low, high, seeds) of per-seed paired differences (stats.seed_interval: the seeds'
+    paired intervals plus seed-to-seed variation), or the one seed's paired interval."""
     d = diffs["diff"].to_numpy(dtype=float)
     if len(d) == 1:
         return float(d[0]), float(diffs["diff_low"].iloc[0]), float(diffs["diff_high"].iloc[0]), 1
-    half = float(sps.t.ppf(0.975, len(d) - 1)) * float(np.std(d, ddof=1)) / np.sqrt(len(d))
-    # never narrower than the seeds' average paired interval: seeds that agree give a t-interval of width 0
-    lo = min(float(d.mean()) - half, float(diffs["diff_low"].mean()))
-    hi = max(float(d.mean()) + half, float(diffs["diff_high"].mean()))
-    return float(d.mean()), lo, hi, len(d)
+    c = seed_interval(d, diffs["diff_low"], diffs["diff_high"], bounds=(-1.0, 1.0))
+    return c["mean"], c["low"], c["high"], c["k"]
 
 
 def _differences(tests: pd.DataFrame, a: str, b: str, eval_set: str, slice_name: str) -> list[dict]:
@@ -128,6 +126,7 @@ def findings_blocks(tests: pd.DataFrame, agg: pd.DataFrame, general: str, challe
                   "(b) plain synthetic data is as good as original data for MNLI; (c) it is somewhat worse than "
                   "original data on HANS, but does not wreck it. Each is checked below at the largest "
                   "augmentation size with the paired differences between sources (mean over seeds, 95 % "
-                  "t-interval over seeds; one seed: the paired interval). holds / fails = the intervals say so; "
+                  "interval of evaluation sampling plus seed-to-seed variation; one seed: the paired "
+                  "interval). holds / fails = the intervals say so; "
                   "inconclusive = they are too wide to tell at this scale."),
             ("table", table)]

@@ -358,8 +358,9 @@ def _reliance_blocks(agg: pd.DataFrame, challenge: str) -> list[tuple]:
                            values="value", aggfunc="first").reset_index()
     wide.columns.name = None
     return [("h2", "Reliance on each heuristic"),
-            ("p", "Reliance per heuristic, mean over seeds [95 % interval: t over seeds with 2 or more seeds, "
-                  "Newcombe's interval for two independent proportions with one]. 0 = no reliance; 1 = "
+            ("p", "Reliance per heuristic, mean over seeds [95 % interval: with one seed, Newcombe's interval "
+                  "for two independent proportions; with more, those intervals plus seed-to-seed variation, "
+                  "as in the results table]. 0 = no reliance; 1 = "
                   "entailment exactly when the heuristic holds. The baseline (no lexical overlap) is shared by "
                   "all three heuristics."),
             ("table", _display_order(wide))]
@@ -414,9 +415,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
               "Lower panels (when present): the reliance measure, where 0 (dashed) means the model answers "
               "entailment no more often on overlapping non-entailment pairs than on non-overlapping ones."),
         ("h2", "Results"),
-        ("p", "Mean accuracy over seeds [95 % interval]: a t-interval over the seeds' accuracies with 2 or "
-              "more seeds (seed-to-seed variation only: zero width when the seeds agree, very wide with 2 seeds), "
-              f"the Wilson interval of the single run otherwise. Full tables: `{RESULTS_CSV}`, "
+        ("p", "Mean accuracy over seeds [95 % interval]. With one seed: that run's Wilson interval (which "
+              "examples were drawn). With 2 or more seeds, both sources of error: the seeds' own intervals "
+              "(they share the evaluation examples, so these do not shrink with more seeds) and seed-to-seed "
+              "variation (z x sd / sqrt(seeds)), added in quadrature. With 2 or 3 seeds the seed-to-seed part is "
+              "itself poorly estimated; the t-interval over seeds alone (very wide with 2 seeds) is in "
+              f"`{AGGREGATED_CSV}` as `t_low` / `t_high`. Full tables: `{RESULTS_CSV}`, "
               f"`{RESULTS_PARQUET}` (one row per seed and slice), `{AGGREGATED_CSV}` (mean over seeds)."),
         ("table", results_table(agg, lines))]
     paired, tests = _paired_blocks(df, run_dir, lines)

@@ -4,8 +4,10 @@
 
 The grid runner writes RUN_DIR/results/index.json (schema: `RunIndex`) naming every finished
 condition and its evaluation directory; everything here reads only files. The starting point
-itself is source "start" with aug_size 0. Seeds are aggregated as a mean with a t-interval
-over seeds (>= 2 seeds) or, for a single seed, the Wilson interval of that run.
+itself is source "start" with aug_size 0. Seeds are aggregated as a mean whose interval adds the
+evaluation's sampling error (the seeds' own intervals) and seed-to-seed variation
+(blindspot.stats.seed_interval, interval "eval+seeds"; the t-interval over seeds alone is kept in
+`t_low` / `t_high`) or, for a single seed, the interval of that run.
 
 Rows have `metric` "accuracy" (correct of n, Wilson interval) or "reliance" (blindspot.reliance:
 slice `reliance:heuristic=H` of the challenge set, `accuracy` holds the measure in [-1, 1],
@@ -22,12 +24,11 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from scipy import stats as sps
 
 from blindspot.errors import BlindspotError, DataError
+from blindspot.stats import seed_interval
 from blindspot.storage import DONE, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -163,25 +164,25 @@ def collect_results(entries: Iterable[ResultEntry], run_dir: str | Path, rule: s
 
 
 def _seed_interval(group: pd.DataFrame) -> pd.Series:
-    """Mean over seeds with a 95 % t-interval; a single seed keeps its Wilson interval."""
+    """Mean over seeds with stats.seed_interval; a single seed keeps its own interval."""
     acc = group["accuracy"].to_numpy(dtype=float)
     k = len(acc)
-    floor = -1.0 if group.name[-1] == "reliance" else 0.0  # the measure's range is [-1, 1]
+    reliance = group.name[-1] == "reliance"
     if k == 1:
         row = group.iloc[0]
-        lo, hi, method, sd = row["ci_low"], row["ci_high"], "wilson", float("nan")
+        lo, hi, sd = float(row["ci_low"]), float(row["ci_high"]), float("nan")
+        method, t_lo, t_hi = ("newcombe" if reliance else "wilson"), float("nan"), float("nan")
     else:
-        sd = float(np.std(acc, ddof=1))
-        half = float(sps.t.ppf(0.975, k - 1)) * sd / np.sqrt(k)
-        # clipped to the metric's range: it cannot leave it, whatever the normal approximation says
-        lo, hi, method = max(floor, acc.mean() - half), min(1.0, acc.mean() + half), "t"
+        # clipped to the metric's range: the reliance measure lies in [-1, 1], accuracies in [0, 1]
+        c = seed_interval(acc, group["ci_low"], group["ci_high"], bounds=(-1.0 if reliance else 0.0, 1.0))
+        lo, hi, sd, method, t_lo, t_hi = c["low"], c["high"], c["sd"], "eval+seeds", c["t_low"], c["t_high"]
     return pd.Series({"n_seeds": k, "n": int(group["n"].max()), "accuracy": float(acc.mean()),
-                      "sd": sd, "ci_low": float(lo), "ci_high": float(hi), "interval": method})
+                      "sd": sd, "ci_low": lo, "ci_high": hi, "interval": method, "t_low": t_lo, "t_high": t_hi})
 
 
 def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """Per (start_size, source, aug_size, eval_set, slice): n_seeds, mean accuracy and interval."""
-    cols = AGG_KEYS + ["n_seeds", "n", "accuracy", "sd", "ci_low", "ci_high", "interval"]
+    cols = AGG_KEYS + ["n_seeds", "n", "accuracy", "sd", "ci_low", "ci_high", "interval", "t_low", "t_high"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     out = df.groupby(AGG_KEYS, sort=True).apply(_seed_interval, include_groups=False).reset_index()

@@ -5,6 +5,8 @@ evaluated on the same examples are compared with the exact McNemar test on the d
 and Newcombe's (1998) hybrid score interval for the difference of paired proportions. The
 difference of two proportions on independent samples (the reliance measure: a challenge-set
 rate minus a general-set rate) gets Newcombe's hybrid score interval for unpaired proportions.
+Several seeds of one condition are combined by `seed_interval` (evaluation sampling plus
+seed-to-seed variation).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import binomtest
+from scipy.stats import t as t_dist
 
 Z95 = 1.959963984540054  # the two-sided 95 % normal quantile
 
@@ -108,3 +111,37 @@ def accuracy_row(slice_name: str, correct: int, n: int) -> dict:
     lo, hi = wilson_interval(correct, n)
     return {"slice": slice_name, "correct": int(correct), "n": int(n),
             "accuracy": correct / n, "ci_low": lo, "ci_high": hi}
+
+
+def seed_interval(values: Sequence[float], lows: Sequence[float], highs: Sequence[float],
+                  bounds: tuple[float, float] = (0.0, 1.0), z: float = Z95) -> dict:
+    """Mean of k >= 2 seeds' estimates of one quantity, with a 95 % interval for it.
+
+    The seeds are evaluated on the same examples, so two sources of error add up: which examples
+    were drawn (shared by every seed: the seeds' own intervals, `lows` / `highs`, averaged, not
+    narrowed by k) and which training seed was drawn (the sample standard deviation s of the
+    seeds' estimates; its share is z * s / sqrt(k)). The two half-widths are added in quadrature,
+    each side on its own, and clipped to `bounds`:
+
+        low  = mean - sqrt(mean(value - low)^2 + (z s / sqrt k)^2)
+        high = mean + sqrt(mean(high - value)^2 + (z s / sqrt k)^2)
+
+    The seed part uses the normal quantile: with 2 or 3 seeds s is itself poorly estimated, so
+    this interval can be too narrow where seeds disagree. The t-interval over seeds alone (the
+    textbook answer for seed variation, t_0.975 = 12.7 with 2 seeds; zero width when seeds
+    agree, although the examples were still a sample) comes back as `t_low` / `t_high`.
+    """
+    v = np.asarray(values, dtype=float)
+    k = len(v)
+    if k < 2:
+        raise ValueError(f"seed_interval needs 2 or more seeds, got {k}")
+    mean, sd = float(v.mean()), float(np.std(v, ddof=1))
+    seed_half = z * sd / math.sqrt(k)
+    below = float(np.mean(v - np.asarray(lows, dtype=float)))
+    above = float(np.mean(np.asarray(highs, dtype=float) - v))
+    t_half = float(t_dist.ppf(0.975, k - 1)) * sd / math.sqrt(k)
+    lo_bound, hi_bound = bounds
+    return {"mean": mean, "sd": sd, "k": k,
+            "low": max(lo_bound, mean - math.hypot(below, seed_half)),
+            "high": min(hi_bound, mean + math.hypot(above, seed_half)),
+            "t_low": max(lo_bound, mean - t_half), "t_high": min(hi_bound, mean + t_half)}
