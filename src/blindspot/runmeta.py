@@ -38,6 +38,8 @@ def git_commit() -> str | None:
 
 def run_metadata(**extra) -> dict:
     """Versions, commit and host; callers add device, dtype, wall time and throughput."""
+    if extra.get("dtype") is not None:  # one spelling in every meta.json: "bfloat16", not "torch.bfloat16"
+        extra["dtype"] = str(extra["dtype"]).removeprefix("torch.")
     return {
         "blindspot_version": __version__,
         "code_version": CODE_VERSION,
