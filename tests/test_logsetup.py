@@ -21,12 +21,3 @@ def test_gguf_conversion_bar_hidden_unless_verbose(capsys):
     finally:
         (disable_progress_bars if was_disabled else enable_progress_bars)()
 
-
-def test_meta_dtype_has_one_spelling():
-    """meta.json says "bfloat16" whether a stage passed the torch dtype or its name."""
-    import torch
-
-    from blindspot.runmeta import run_metadata
-
-    assert run_metadata(dtype=torch.bfloat16)["dtype"] == run_metadata(dtype="bfloat16")["dtype"] == "bfloat16"
-    assert "dtype" not in run_metadata()
