@@ -111,7 +111,7 @@ def run_base(spec: dict, out: Path, inputs: Inputs) -> None:
                                         max_grad_norm=1.0))
     texts = [pre.template().full_text(e.label, e.premise, e.hypothesis) for e in pool.examples]
     path = build_tiny_llama(out / "model", texts + list(CLASSIFIER_TEMPLATES.values()),
-                            vocab_size=spec["vocab_size"], seed=spec["seed"])
+                            vocab_size=spec["vocab_size"], seed=spec["seed"], **spec["shape"])
     torch.manual_seed(spec["seed"])
     model = AutoModelForCausalLM.from_pretrained(path)
     fit(model, generator_batches(load_tokenizer(path), pre, examples), pre.optim, torch.device("cpu"),
