@@ -121,10 +121,11 @@ def _cpu_options(base_path: Path, dtype: torch.dtype, max_num_seqs: int, max_mod
 
 def _quiet_vllm() -> None:
     """Our log lines only: vLLM's INFO/WARNING chatter (Triton, LD_PRELOAD hints, shutdown notes), torch's
-    C++ warnings and library FutureWarnings in vLLM's engine processes. Read at import / process start;
-    a variable the user has set is kept."""
+    C++ warnings, torch's Python-logging warnings ("Triton not available", printed by the engine process
+    itself, whose logging we do not configure) and library FutureWarnings in vLLM's engine processes.
+    Read at import / process start; a variable the user has set is kept."""
     for name, value in (("VLLM_LOGGING_LEVEL", "ERROR"), ("TORCH_CPP_LOG_LEVEL", "ERROR"),
-                        ("PYTHONWARNINGS", "ignore::FutureWarning")):
+                        ("TORCH_LOGS", "-torch"), ("PYTHONWARNINGS", "ignore::FutureWarning")):
         os.environ.setdefault(name, value)
     logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"].upper())  # its records reach our handler
 
