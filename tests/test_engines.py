@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from blindspot import engines
+from blindspot import engines, mfu
 from blindspot.cli import main as cli_main
 from blindspot.config import parse_config
 from blindspot.errors import ConfigError
@@ -83,3 +85,37 @@ def test_spec_json_records_the_engine_that_ran_and_a_resume_cannot_switch(gen, t
     (tmp_path / "c" / "spec.json").write_text(json.dumps({**spec.model_dump(mode="json"), "engine": "vllm"}))
     with pytest.raises(ConfigError, match=r"another spec \(differs in engine\)"):
         generate(spec, tmp_path / "c", generator=g)
+
+
+def test_native_engine_counts_the_prompt_once_per_label_and_the_fed_back_tokens(gen):
+    gen_dir, g = gen
+    engine = engines.NativeEngine(g)
+    spec = GenerateSpec(generator=str(gen_dir), n_per_label=2, batch_size=4, max_new_tokens=40, device="cpu")
+    n, shape = len(g.prompt_ids("neutral")), engine.counter.shape
+    assert shape == mfu.flop_shape(g.model)
+    first, _ = engine.sample(spec, "neutral", 0, 11)
+    second, _ = engine.sample(spec, "neutral", 1, 12)  # the prompt's cache is reused, not recomputed
+    fed = [len(r) - 1 for r in first + second]
+    assert engine.counter.tokens == n + sum(fed)
+    assert engine.counter.flops == shape.inference([n]) + shape.inference([k for k in fed if k], n)
+    engine.reset()
+    assert (engine.counter.flops, engine.counter.tokens) == (0, 0)
+
+
+def test_smoke_grid_passes_the_engine_to_its_generate_stage(monkeypatch):
+    """`blindspot run configs/smoke.yaml --set generation.engine=vllm`: its generate stage asks for vLLM, and
+    only generation and what follows it differ from the native plan."""
+    from blindspot.config import load_config
+    from blindspot.grid import build_plan
+
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    data = Path(os.environ.get("BLINDSPOT_DATA", smoke.parents[2] / "shared" / "data"))
+    if not (data / "mnli-subset").is_dir():
+        pytest.skip(f"real data not found at {data} (set BLINDSPOT_DATA)")
+    monkeypatch.setenv("BLINDSPOT_DATA", str(data))
+    native, vllm = (build_plan(load_config(smoke, [f"generation.engine={e}"])) for e in ("native", "vllm"))
+    [stage] = [s for s in vllm.stages if s.stage == "generate"]
+    assert stage.spec["generation"]["engine"] == "vllm"
+    same = {s.dirname for s in native.stages} & {s.dirname for s in vllm.stages}
+    assert {s.stage for s in vllm.stages if s.dirname not in same} == {"generate", "filter", "audit", "augment",
+                                                                       "evaluate"}

@@ -243,3 +243,25 @@ def test_quiet_prints_nothing_on_success(smoke_run):
     proc = subprocess.run([sys.executable, "-m", "blindspot.cli", "run", str(SMOKE), "--out", str(out), "-q"],
                           capture_output=True, text=True)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_base_stage_killed_after_building_its_model_builds_it_again(tmp_path):
+    """A run killed while the base stage pretrained left its model directory: the rerun starts that stage
+    over (build_tiny_llama refused the non-empty directory) and ends with the uninterrupted model."""
+    from blindspot.data.example import save_examples
+    from blindspot.models import TINY_LLAMA_SHAPE, base_fingerprint
+    from blindspot.stages import run_base
+    from test_generator import fixture_examples
+
+    prepare = tmp_path / "prepare"
+    prepare.mkdir()
+    save_examples(prepare / "pool.jsonl", fixture_examples())
+    (prepare / "sets.json").write_text(json.dumps({"pool": {"labels": ["entailment", "neutral", "contradiction"]}}))
+    spec = {"model": "tiny-llama", "vocab_size": 300, "shape": dict(TINY_LLAMA_SHAPE), "seed": 0,
+            "pretrain_examples": 6, "epochs": 1, "max_length": 160}
+    run_base(spec, tmp_path / "clean", {"prepare": prepare})
+    killed = tmp_path / "killed"
+    (killed / "model").mkdir(parents=True)
+    (killed / "model" / "config.json").write_text("{}")  # what a kill mid-stage leaves: a built, unfinished model
+    run_base(spec, killed, {"prepare": prepare})
+    assert base_fingerprint(killed / "model") == base_fingerprint(tmp_path / "clean" / "model")

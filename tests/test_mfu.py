@@ -48,6 +48,29 @@ def test_modules_to_save_are_counted_once():
     assert shape.trainable_params == 2 * 2 * 32 + 16 * 50
 
 
+def test_served_shape_from_files_is_the_unmerged_peft_models(tmp_path):
+    """The shape vLLM's MFU uses, read from a saved base and adapter, is what flop_shape counts on the loaded model."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    tiny_llama().save_pretrained(tmp_path / "base")
+    get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules=["q_proj", "v_proj", "down_proj"])).save_pretrained(
+        tmp_path / "adapter")
+    lora = 2 * (2 * (16 + 16) + 2 * (16 + 8) + 2 * (32 + 16))  # r x (in + out) for q, v and down, two layers
+    served = mfu.served_flop_shape(tmp_path / "base", tmp_path / "adapter")
+    assert served == mfu.FlopShape(params=BASE + lora, trainable_params=0, n_layers=2, attn_width=16)
+    loaded = mfu.flop_shape(PeftModel.from_pretrained(tiny_llama(), tmp_path / "adapter"))
+    assert (loaded.params, loaded.n_layers, loaded.attn_width) == (served.params, 2, 16)
+    assert mfu.served_flop_shape(tmp_path / "base") == mfu.FlopShape(BASE, 0, 2, 16)
+
+
+def test_flop_counter_adds_what_is_fed():
+    counter = mfu.FlopCounter(mfu.FlopShape(params=1000, trainable_params=0, n_layers=2, attn_width=16))
+    counter.add([5])         # a prompt of 5
+    counter.add([3, 0], 5)   # two rows after it: one fed 3 tokens back, one none (ended on its first token)
+    assert counter.tokens == 8
+    assert counter.flops == counter.shape.inference([5]) + counter.shape.inference([3], 5)
+
+
 def test_formulas_by_hand():
     shape = mfu.FlopShape(params=1000, trainable_params=10, n_layers=2, attn_width=16)
     # causal attention of 3 tokens after 4 cached: positions attend to 5, 6, 7 keys; 4 FLOPs/key/dim/layer

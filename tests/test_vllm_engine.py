@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,37 +26,16 @@ pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash scripts/set
 from blindspot.engines import NativeEngine  # noqa: E402
 from blindspot.errors import BlindspotError, ConfigError  # noqa: E402
 from blindspot.generate import GenerateSpec, generate  # noqa: E402
-from blindspot.generator import GeneratorSpec, generator_batches, load_generator, train_generator  # noqa: E402
-from blindspot.lora import LoraSpec  # noqa: E402
-from blindspot.models import build_tiny_llama, load_tokenizer  # noqa: E402
+from blindspot.generator import load_generator  # noqa: E402
+from blindspot.mfu import FlopShape, flop_shape  # noqa: E402
 from blindspot.parsing import REJECT_REASONS, doomed_reason, parse_generation  # noqa: E402
 from blindspot.sampling import StopRule, decode_batch, encode_prompt  # noqa: E402
 from blindspot.templates import END_MARKER  # noqa: E402
-from blindspot.train import OptimSpec, fit  # noqa: E402
 from blindspot.vllm_engine import VllmEngine  # noqa: E402
-from test_generator import fixture_examples  # noqa: E402
+from test_generator import make_tiny_generator  # noqa: E402
 
 LABELS = ("entailment", "neutral", "contradiction")
 BATCH = 8  # rows per batch, and vLLM's max_num_seqs
-
-
-def make_vllm_ready_generator(root: Path) -> Path:
-    """Like test_generator.make_tiny_generator, on a tiny Llama with head_dim 64 (vLLM's CPU attention
-    has no kernel for tiny-llama's default head_dim 16): 1 head of 64 dims, 2 layers."""
-    examples = fixture_examples()
-    pre = GeneratorSpec(model="unused", optim=OptimSpec(batch_size=6, lr=1e-2, epochs=15, warmup_ratio=0.05,
-                                                        max_grad_norm=1.0))
-    texts = [pre.template().full_text(e.label, e.premise, e.hypothesis) for e in examples]
-    base = build_tiny_llama(root / "base", texts, hidden_size=64, num_heads=1, intermediate_size=128)
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    fit(model, generator_batches(load_tokenizer(base), pre, examples), pre.optim, torch.device("cpu"), desc="pretrain")
-    model.save_pretrained(base)
-    spec = GeneratorSpec(model=str(base), lora=LoraSpec(r=8, alpha=16), device="cpu",
-                         optim=OptimSpec(batch_size=6, lr=1e-3, epochs=2))
-    return train_generator(spec, examples, root / "generator")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +43,7 @@ def engines(tmp_path_factory):
     """(generator dir, native engine, vLLM engine) on the same trained generator, fp32 on CPU."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    gen_dir = make_vllm_ready_generator(tmp_path_factory.mktemp("gen"))
+    gen_dir, _ = make_tiny_generator(tmp_path_factory.mktemp("gen"))  # tiny-llama: heads of 32, vLLM CPU's smallest
     native = NativeEngine(load_generator(gen_dir, device="cpu", dtype="float32"))
     vllm = VllmEngine.open(gen_dir, device="cpu", dtype="float32", batch_size=BATCH, max_new_tokens=48)
     yield gen_dir, native, vllm
@@ -118,6 +96,26 @@ def test_greedy_generate_writes_the_native_files(engines, tmp_path):
     assert json.loads((b / "spec.json").read_text())["engine"] == "vllm"
     meta = json.loads((b / "meta.json").read_text())
     assert meta["engine"] == "vllm" and meta["adapter"] == "LoRARequest" and meta["new_records"] == 2
+    m, native_m = meta["mfu"], json.loads((a / "meta.json").read_text())["mfu"]
+    assert m["mfu"] > 0 and m["formula"] == native_m["formula"] and m["tokens"] > 0
+    assert m["shape"]["params"] > native_m["shape"]["params"]  # + the adapter's A/B, which vLLM applies unmerged
+
+
+def test_mfu_counts_the_tokens_vllm_computed(engines):
+    """The adapter-served shape, and per request: the prompt tokens vLLM computed, the generated ones fed back."""
+    from vllm import SamplingParams
+
+    gen_dir, native, vllm = engines
+    unmerged = flop_shape(load_generator(gen_dir, device="cpu", dtype="float32", merge=False).model)
+    assert vllm.counter.shape == FlopShape(unmerged.params, 0, unmerged.n_layers, unmerged.attn_width)
+    vllm.reset()
+    assert (vllm.counter.flops, vllm.counter.tokens) == (0, 0)
+    prompt = native.gen.prompt_ids("neutral")
+    rows = vllm.complete(prompt, [SamplingParams(temperature=1.0, max_tokens=20, seed=s) for s in range(4)])
+    n, fed, c = len(prompt), sum(len(r) - 1 for r in rows), vllm.counter
+    # each request computes at least its last prompt token, at most the whole prompt (prefix cache)
+    assert fed + 4 <= c.tokens <= fed + 4 * n
+    assert 2 * c.shape.params * c.tokens < c.flops <= 2 * c.shape.params * c.tokens + 4 * c.shape.attention(n + 20)
 
 
 def test_seeded_sampling_repeats_exactly_and_the_seed_matters(engines, tmp_path):

@@ -4,7 +4,9 @@
 
 An engine turns (label, batch index, batch seed) into `batch_size` generated token sequences;
 everything else (prompts, parsing, reject accounting, dedup, leakage, files, resumption) is
-blindspot.generate's and the same for every engine.
+blindspot.generate's and the same for every engine. Each engine counts the model FLOPs it
+computes (`counter`, blindspot.mfu's inference formula: the tokens it feeds, prompt and
+generated) for the stage's MFU.
 
 - `native`: blindspot.sampling's prompt-cached decoder on the loaded transformers model (LoRA
   merged). Batch b's rows are drawn from one torch.Generator seeded with the batch seed.
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import torch
 
 from blindspot.errors import ConfigError
+from blindspot.mfu import FlopCounter, flop_shape
 from blindspot.parsing import doomed_reason
 
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ class Engine(Protocol):
 
     name: str
     gen: "Generator"  # tokenizer, template, labels and name of the generator (the model only for native)
+    dtype: torch.dtype
+    counter: FlopCounter  # model FLOPs and tokens computed since the last reset()
 
     def sample(self, spec: "GenerateSpec", label: str, batch: int, seed: int) -> tuple[list[list[int]], int]:
         """(generated token ids of each of the batch's spec.batch_size rows, decode tokens computed)."""
@@ -47,7 +52,7 @@ class Engine(Protocol):
         """Device, dtype and engine facts for meta.json."""
 
     def reset(self) -> None:
-        """Forget what the last run left cached: each run computes its own rows."""
+        """Forget what the last run left cached (each run computes its own rows); zero the counter."""
 
     def close(self) -> None:
         """Release the engine's processes and memory."""
@@ -81,7 +86,8 @@ class NativeEngine:
     name = "native"
 
     def __init__(self, gen: "Generator"):
-        self.gen = gen
+        self.gen, self.dtype = gen, gen.model.dtype
+        self.counter = FlopCounter(flop_shape(gen.model))  # merged LoRA: the base's shape (unmerged 4-bit: + LoRA)
         self._prompt: tuple[str | None, object] = (None, None)
         self._stop: tuple[int | None, object] = (None, None)
 
@@ -99,18 +105,23 @@ class NativeEngine:
     def sample(self, spec: "GenerateSpec", label: str, batch: int, seed: int) -> tuple[list[list[int]], int]:
         from blindspot.sampling import decode_batch, encode_prompt
 
-        if self._prompt[0] != label:
+        prompt_len = len(self.gen.prompt_ids(label))
+        if self._prompt[0] != label:  # the prompt's cache is computed once per label
             self._prompt = (label, encode_prompt(self.gen.model, self.gen.prompt_ids(label)))
+            self.counter.add([prompt_len])
         rng = torch.Generator(device=self.gen.device).manual_seed(seed)
-        return decode_batch(self.gen.model, self._prompt[1], spec.batch_size, self._stop_rule(spec.max_chars),
-                            max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_k=spec.top_k,
-                            top_p=spec.top_p, generator=rng)
+        rows, n_tok = decode_batch(self.gen.model, self._prompt[1], spec.batch_size, self._stop_rule(spec.max_chars),
+                                   max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
+                                   top_k=spec.top_k, top_p=spec.top_p, generator=rng)
+        self.counter.add([len(r) - 1 for r in rows], prompt_len)  # each row fed all its tokens but the last back
+        return rows, n_tok
 
     def describe(self) -> dict:
         return {"engine": self.name, "device": str(self.gen.device), "dtype": str(self.gen.model.dtype)}
 
     def reset(self) -> None:
         self._prompt = (None, None)
+        self.counter = FlopCounter(self.counter.shape)
 
     def close(self) -> None:
         self.reset()

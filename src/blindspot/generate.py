@@ -39,7 +39,7 @@ from blindspot.engines import ENGINES, choose_engine, open_engine
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.parsing import LeakageIndex, PairFilter, doomed_reason, parse_generation
 from blindspot.progress import progress_bar
-from blindspot.mfu import flop_shape, inference_mfu
+from blindspot.mfu import inference_mfu
 from blindspot.runmeta import run_metadata
 from blindspot.storage import atomic_write_json, atomic_write_text, is_done, mark_done
 
@@ -260,8 +260,6 @@ def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Path:
                  sum(p["batches"] for p in progress.values()))
     pairs = PairFilter(leakage, spec.keep_leaked, seen={(r["premise"], r["hypothesis"]) for r in records})
     started, computed, new = time.perf_counter(), 0, 0
-    # MFU: real tokens fed to the model; counted for the native engine (vLLM holds its own copy of the model)
-    shape, model_flops, fed = (flop_shape(gen.model) if gen.model is not None else None), 0, 0
     bar = progress_bar(sum(spec.wanted(lab) for lab in labels), "generate", unit="ex", initial=len(records))
     for label in labels:
         want = spec.wanted(label)
@@ -269,9 +267,6 @@ def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Path:
         have = sum(r["label"] == label for r in records)
         if have >= want or progress[label]["batches"] * spec.batch_size >= cap:
             continue
-        prompt_len = len(gen.prompt_ids(label))
-        if shape is not None:  # the prompt's cache is computed once per label
-            model_flops, fed = model_flops + shape.inference([prompt_len]), fed + prompt_len
         while have < want and progress[label]["batches"] * spec.batch_size < cap:
             b = progress[label]["batches"]
             seed = batch_seed(spec.seed, label, b)
@@ -285,10 +280,6 @@ def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Path:
             rejects += rejected
             have += len(kept)
             computed += n_tok
-            # row r fed len(r) - 1 of its tokens back, at positions after the prompt
-            if shape is not None:
-                model_flops += shape.inference([len(r) - 1 for r in rows], prompt_len)
-                fed += sum(len(r) - 1 for r in rows)
             new += len(kept)
             bar.update(len(kept))
     bar.close()
@@ -297,10 +288,12 @@ def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Path:
              new, wall, new / wall if wall else 0.0, computed / wall if wall else 0.0)
     report = _report(spec, labels, progress, records, rejects, leakage)
     atomic_write_json(out / "report.json", report)
+    c = engine.counter
     atomic_write_json(out / "meta.json", run_metadata(
         **engine.describe(), wall_s=wall, new_records=new,
         examples_per_s=new / wall if wall else None, decode_tokens_per_s=computed / wall if wall else None,
-        mfu=inference_mfu(shape, model_flops, fed, wall, gen.device, gen.model.dtype) if new and shape else None))
+        # model FLOPs the engine computed (blindspot.mfu), prompt and generated tokens, over the device's peak
+        mfu=inference_mfu(c.shape, c.flops, c.tokens, wall, gen.device, engine.dtype) if new else None))
     if not report["complete"]:
         short = {lab: f"{v['valid']} of {spec.wanted(lab)}" for lab, v in report["labels"].items()
                  if v["valid"] < spec.wanted(lab)}

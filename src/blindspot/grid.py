@@ -33,6 +33,7 @@ from blindspot.config import ExperimentConfig, load_config
 from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
+from blindspot.models import TINY_LLAMA_SHAPE
 from blindspot.storage import DONE, atomic_write_json, atomic_write_text, mark_done
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     # tiny-llama is built from the data (its tokenizer is trained on the pool): once per experiment.
     model_inputs = {"prepare": prepare}
     if cfg.model == "tiny-llama":
-        model_inputs["base"] = StageSpec("base", {"model": "tiny-llama", "vocab_size": 8000, "seed": 0, "pretrain_examples": 400, "epochs": 3, "max_length": 160}, {"prepare": prepare},
+        model_inputs["base"] = StageSpec("base", {"model": "tiny-llama", "vocab_size": 8000, "shape": dict(TINY_LLAMA_SHAPE), "seed": 0, "pretrain_examples": 400, "epochs": 3, "max_length": 160}, {"prepare": prepare},
                                          label="build tiny-llama")
     classifier = cfg.classifier.model_dump(mode="json")
     evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,

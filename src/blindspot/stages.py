@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -110,8 +111,10 @@ def run_base(spec: dict, out: Path, inputs: Inputs) -> None:
                         optim=OptimSpec(batch_size=16, lr=1e-2, epochs=spec["epochs"], warmup_ratio=0.05,
                                         max_grad_norm=1.0))
     texts = [pre.template().full_text(e.label, e.premise, e.hypothesis) for e in pool.examples]
+    if (out / "model").exists():  # built by a run killed before this stage was done (maybe mid-pretraining)
+        shutil.rmtree(out / "model")
     path = build_tiny_llama(out / "model", texts + list(CLASSIFIER_TEMPLATES.values()),
-                            vocab_size=spec["vocab_size"], seed=spec["seed"])
+                            vocab_size=spec["vocab_size"], seed=spec["seed"], **spec["shape"])
     torch.manual_seed(spec["seed"])
     model = AutoModelForCausalLM.from_pretrained(path)
     fit(model, generator_batches(load_tokenizer(path), pre, examples), pre.optim, torch.device("cpu"),

@@ -26,6 +26,11 @@ script that opens this engine needs an `if __name__ == "__main__":` guard.
   decoded, parsed and counted by blindspot.generate exactly as native rows. Unlike native, rows
   that are already doomed to be rejected are not stopped early (they run to the marker, EOS or
   max_new_tokens), and sampled (not greedy) text differs from native's: the random streams differ.
+- **MFU** as for native (blindspot.mfu's inference formula over the device's peak), on the base's
+  shape plus the adapter's A/B matrices (vLLM applies them unmerged). Per request it counts the
+  prompt tokens vLLM computed (its prefix cache skips the ones it has: `num_cached_tokens`) and
+  the generated tokens fed back (all but the last), for every request run, also the rows of a
+  chunk that a label ends up not needing.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pathlib import Path
 import torch
 
 from blindspot.errors import CheckpointError, ConfigError
+from blindspot.mfu import FlopCounter, FlopShape, served_flop_shape
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +121,11 @@ def _cpu_options(base_path: Path, dtype: torch.dtype, max_num_seqs: int, max_mod
 
 def _quiet_vllm() -> None:
     """Our log lines only: vLLM's INFO/WARNING chatter (Triton, LD_PRELOAD hints, shutdown notes), torch's
-    C++ warnings and library FutureWarnings in vLLM's engine processes. Read at import / process start;
-    a variable the user has set is kept."""
+    C++ warnings, torch's Python-logging warnings ("Triton not available", printed by the engine process
+    itself, whose logging we do not configure) and library FutureWarnings in vLLM's engine processes.
+    Read at import / process start; a variable the user has set is kept."""
     for name, value in (("VLLM_LOGGING_LEVEL", "ERROR"), ("TORCH_CPP_LOG_LEVEL", "ERROR"),
-                        ("PYTHONWARNINGS", "ignore::FutureWarning")):
+                        ("TORCH_LOGS", "-torch"), ("PYTHONWARNINGS", "ignore::FutureWarning")):
         os.environ.setdefault(name, value)
     logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"].upper())  # its records reach our handler
 
@@ -128,8 +135,9 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, llm, lora, gen, info: dict, chunk_batches: int):
+    def __init__(self, llm, lora, gen, info: dict, chunk_batches: int, dtype: torch.dtype, shape: FlopShape):
         self.llm, self.lora, self.gen, self.info, self.chunk_batches = llm, lora, gen, info, chunk_batches
+        self.dtype, self.counter = dtype, FlopCounter(shape)
         self._chunk_key: tuple | None = None
         self._rows: dict[int, list[list[int]]] = {}
 
@@ -165,13 +173,15 @@ class VllmEngine:
         info = {"engine": "vllm", "device": str(dev), "dtype": str(dt), "vllm": vllm.__version__,
                 "adapter": "LoRARequest", "max_lora_rank": rank, "max_num_seqs": batch_size,
                 "chunk_batches": chunk_batches}
-        return cls(llm, LoRARequest(gen.name, 1, str(gen.path)), gen, info, chunk_batches)
+        return cls(llm, LoRARequest(gen.name, 1, str(gen.path)), gen, info, chunk_batches, dt,
+                   served_flop_shape(base_path, gen.path))
 
     def describe(self) -> dict:
         return dict(self.info)
 
     def reset(self) -> None:
         self._rows, self._chunk_key = {}, None
+        self.counter = FlopCounter(self.counter.shape)
 
     def close(self) -> None:
         """Stop vLLM's engine process now (not at interpreter exit, when logging is gone)."""
@@ -211,10 +221,16 @@ class VllmEngine:
         return {b: rows[(b - batches.start) * bs:(b - batches.start + 1) * bs] for b in batches}
 
     def complete(self, prompt_ids: list[int], params: list, adapter: bool = True) -> list[list[int]]:
-        """Generated token ids of one request per SamplingParams, all continuing `prompt_ids`."""
+        """Generated token ids of one request per SamplingParams, all continuing `prompt_ids`; counted."""
         from vllm.inputs import TokensPrompt
 
         prompt = TokensPrompt(prompt_token_ids=list(prompt_ids))
         outputs = self.llm.generate([prompt] * len(params), params, use_tqdm=False,
                                     lora_request=self.lora if adapter else None)
-        return [list(o.outputs[0].token_ids) for o in outputs]
+        rows = [list(o.outputs[0].token_ids) for o in outputs]
+        n = len(prompt_ids)
+        for o, row in zip(outputs, rows):
+            cached = min(o.num_cached_tokens or 0, n)  # prompt tokens vLLM's prefix cache already held
+            self.counter.add([n - cached], cached)
+            self.counter.add([len(row) - 1], n)  # every generated token but the last is fed back
+        return rows
