@@ -157,6 +157,19 @@ class EvaluationConfig(BaseModel):
     batch_size: int = Field(32, ge=1, description="Examples per forward pass.")
 
 
+StageKind = Literal["prepare", "base", "start", "generator", "generate", "filter", "augment", "evaluate", "audit"]
+
+
+class ResourceRequest(BaseModel):
+    """What one stage of a kind asks the Ray cluster for (--executor ray); unset = the default."""
+
+    model_config = FROZEN
+    num_cpus: float | None = Field(None, ge=0, description="CPU cores (default 1).")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs (default: 1 for training, generation and "
+                                   "evaluation when the device is CUDA or the cluster has GPUs, else 0).")
+    memory_gb: float | None = Field(None, gt=0, description="Memory reserved for the task, GiB (default none).")
+
+
 class ExperimentConfig(BaseModel):
     """One experiment: a model, data, starting sizes x augmentation sources x sizes x seeds."""
 
@@ -184,6 +197,10 @@ class ExperimentConfig(BaseModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     audit_filters: list[str] = Field(default_factory=list, description="Filters the data audit also shows "
                                      "(those used as augmentation sources are always shown).")
+    resources: dict[StageKind, ResourceRequest] = Field(default_factory=dict, description="Per stage kind, "
+                                                        "the Ray resource request (--executor ray), e.g. "
+                                                        "{start: {num_gpus: 1, num_cpus: 4}}; not part of any "
+                                                        "stage's hash.")
 
     @model_validator(mode="after")
     def _checks(self) -> "ExperimentConfig":

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from blindspot.artifacts import StageSpec, file_fingerprint, topological_order, write_spec
+from blindspot.artifacts import StageSpec, file_fingerprint, topological_order
 from blindspot.config import ExperimentConfig, load_config
 from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
-from blindspot.storage import DONE, atomic_write_json, atomic_write_text, mark_done
+from blindspot.executors import ExecutorName, graph_depths
+from blindspot.storage import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 RUN_LOG = "run.log"
@@ -176,10 +177,22 @@ def print_plan(plan: Plan, store: Path) -> int:
     for st in plan.stages:
         done = st.done(store)
         todo += not done
-        status = "cached" if done else ("partial" if st.path(store).exists() else "to run")
+        status = "cached" if done else ("partial" if (st.path(store) / "stage.json").exists() else "to run")
         print(f"{st.label:<44} {status:<8} {_work(st):<44} {st.dirname}")
     print(f"\n{len(plan.stages)} stages: {len(plan.stages) - todo} cached, {todo} to run")
+    print(parallelism_text(plan.stages))
     return todo
+
+
+def parallelism_text(stages: list[StageSpec]) -> str:
+    """How many stages can run at once at each depth of the graph, and the longest chain."""
+    depths = graph_depths(stages)
+    per_depth = [sum(d == k for d in depths.values()) for k in range(max(depths.values()) + 1)]
+    kinds = [sorted({s.stage for s in stages if depths[s.dirname] == k}) for k in range(len(per_depth))]
+    lines = [f"at once, by depth of the graph (longest chain: {len(per_depth)} stages; "
+             f"widest: {max(per_depth)} stages):"]
+    lines += [f"  depth {k}: {n:>4} stage{'s' * (n != 1)}  ({', '.join(kinds[k])})" for k, n in enumerate(per_depth)]
+    return "\n".join(lines)
 
 
 def _prepared_sets(stage: StageSpec, store: Path) -> dict | None:
@@ -230,45 +243,35 @@ def stage_work(stage: StageSpec, store: Path) -> tuple[str, float | None]:
     return "stage", 0
 
 
-def execute(plan: Plan, store: Path, display: Literal["live", "plain", "off"] = "off") -> dict[str, str]:
-    """Run every stage that is not done, inputs first, in this process; returns failures.
+def execute(plan: Plan, store: Path, display: Literal["live", "plain", "off"] = "off",
+            executor: ExecutorName = "local", ray_address: str | None = None,
+            resources: dict | None = None, device: str = "auto") -> dict[str, str]:
+    """Run every stage that is not done, inputs first; returns {stage label: reason} of failures.
 
     A stage that fails with a BlindspotError (bad data, too few synthetic examples, ...) is
     logged and left without DONE; the stages that need it are skipped and everything else
-    still runs. Returns {stage label: reason} of what failed or was skipped. `display` is how
-    progress shows (blindspot.display); the stages' own progress bars feed it.
+    still runs (blindspot.executors). `executor` is where stages run: 'local' (this process)
+    or 'ray' (a cluster at `ray_address`, or one started here); `display` is how progress shows
+    (blindspot.display); the stages' own progress bars feed it.
     """
     from blindspot.display import RunDisplay
     from blindspot.progress import use_sink
-    from blindspot.stages import RUNNERS
 
     todo = [s for s in plan.stages if not s.done(store)]
-    log.info("%d of %d stages to run (%d cached)", len(todo), len(plan.stages), len(plan.stages) - len(todo))
-    failed: dict[str, str] = {}  # dirname -> reason
-    labels: dict[str, str] = {}
+    log.info("%d of %d stages to run (%d cached) with the %s executor", len(todo), len(plan.stages),
+             len(plan.stages) - len(todo), executor)
     shown = RunDisplay(todo, len(plan.stages) - len(todo), lambda st: stage_work(st, store), display, store)
     with shown.running(), use_sink(shown):
         shown.print(f"{len(plan.stages)} stages: {len(plan.stages) - len(todo)} cached, {len(todo)} to run")
-        for st in todo:
-            bad = [v for v in st.inputs.values() if v.dirname in failed]
-            if bad:
-                failed[st.dirname], labels[st.dirname] = f"skipped: needs {bad[0].label}, which failed", st.label
-                shown.failed_stage(st, f"needs {bad[0].label}, which failed", skipped=True)
-                continue
-            out = write_spec(st, store)
-            t0 = time.time()
-            log.info("stage %s -> %s", st.label, out)
-            shown.started(st)
-            try:
-                RUNNERS[st.stage](st.spec, out, {k: v.path(store) for k, v in st.inputs.items()})
-            except BlindspotError as e:
-                failed[st.dirname], labels[st.dirname] = str(e), st.label
-                shown.failed_stage(st, str(e))
-                continue
-            atomic_write_json(out / "timing.json", {"label": st.label, "wall_s": round(time.time() - t0, 3)})
-            if not (out / DONE).exists():
-                mark_done(out)
-            shown.done(st, time.time() - t0, out)
+        if executor == "ray":
+            from blindspot.executors.ray_cluster import run_ray
+
+            failed = run_ray(todo, store, shown, ray_address, resources or {}, device)
+        else:
+            from blindspot.executors.local import run_local
+
+            failed = run_local(todo, store, shown)
+    labels = {s.dirname: s.label for s in todo}
     return {labels[d]: reason for d, reason in failed.items()}
 
 
@@ -298,11 +301,14 @@ def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path)
 
 def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, store: str | Path | None = None,
         overrides: list[str] | None = None, dry_run: bool = False,
-        display: Literal["live", "plain", "off"] = "plain") -> Path:
+        display: Literal["live", "plain", "off"] = "plain", executor: ExecutorName = "local",
+        ray_address: str | None = None) -> Path:
     """Run (or, with dry_run, plan) an experiment; returns the run directory.
 
     Everything logged meanwhile, libraries included, is appended to RUN/run.log; `display`
     is how progress and the closing summary show (blindspot.display; 'off' prints nothing).
+    `executor` 'ray' runs the stages as tasks of the Ray cluster at `ray_address` (None: one
+    started on this machine for the run).
     """
     from blindspot.logsetup import log_to_file
 
@@ -321,7 +327,7 @@ def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, st
     with log_to_file(run_dir / RUN_LOG):
         log.info("=== blindspot run %s -> %s (store %s)", cfg.name, run_dir, store)
         try:
-            _run_plan(cfg, plan, run_dir, store, display)
+            _run_plan(cfg, plan, run_dir, store, display, executor, ray_address)
         except BlindspotError as e:
             log.info("run %s stopped: %s", cfg.name, e)
             raise
@@ -331,13 +337,15 @@ def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, st
     return run_dir
 
 
-def _run_plan(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path, display) -> None:
+def _run_plan(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path, display, executor: ExecutorName,
+              ray_address: str | None) -> None:
     """execute, write the results and report, print the summary; BlindspotError if anything failed."""
     from blindspot.display import say
     from blindspot.summary import run_summary
 
     t0 = time.time()
-    failures = execute(plan, store, display)
+    resources = {kind: r.model_dump(exclude_none=True) for kind, r in cfg.resources.items()}
+    failures = execute(plan, store, display, executor, ray_address, resources, cfg.device)
     if not plan.stages[0].done(store) or not any(c["eval"].done(store) for c in plan.conditions):
         raise BlindspotError(_failure_text(failures, "no condition finished, so there is no report"))
     report = write_outputs(cfg, plan, run_dir, store)
@@ -363,13 +371,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="stage store shared between runs (default RUN/stages)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set seeds=[0,1] --set generation.per_label=200")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan (cached / to run) and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (cached / to run, and how many "
+                        "stages can run at once at each depth of the graph) and exit")
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="where stages run: local (this process, one at a time) or ray (a Ray cluster: every "
+                        "stage whose inputs are done runs as a task with its resource request)")
+    parser.add_argument("--ray-address", metavar="ADDR", default=None,
+                        help="with --executor ray: the cluster to join, e.g. HEAD_IP:6379 or auto (default: start "
+                        "a Ray instance on this machine for the run)")
 
 
 def main(args: argparse.Namespace) -> int:
     """The CLI: a live display on a terminal, plain lines otherwise, nothing but errors with -q."""
     from blindspot.display import choose_mode
 
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError("--ray-address: needs --executor ray")
     run(args.config, args.out, args.store, args.overrides, args.dry_run,
-        display=choose_mode(quiet=getattr(args, "verbosity", 0) < 0))
+        display=choose_mode(quiet=getattr(args, "verbosity", 0) < 0), executor=args.executor,
+        ray_address=args.ray_address)
     return 0

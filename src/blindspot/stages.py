@@ -142,7 +142,7 @@ def run_start(spec: dict, out: Path, inputs: Inputs) -> None:
     n = len(pool) if spec["n"] == "all" else spec["n"]
     examples = sample_examples(pool, n, spec["seed"], method=spec["sampling"])
     atomic_write_json(out / "train_ids.json", [e.id for e in examples])
-    train_classifier(_classifier_spec(spec, inputs), examples, out, cache_dir())
+    train_classifier(_classifier_spec(spec, inputs), examples, out, cache_dir(), write_done=False)
 
 
 def run_augment(spec: dict, out: Path, inputs: Inputs) -> None:
@@ -160,7 +160,8 @@ def run_augment(spec: dict, out: Path, inputs: Inputs) -> None:
         raise ConfigError(f"augment {spec['source']} m={spec['m']}: {e} in {inputs['data']} "
                           "(raise generation.per_label, or lower augment.sizes)") from None
     atomic_write_json(out / "train_ids.json", [e.id for e in examples])
-    train_classifier(_classifier_spec(spec, inputs, init_from=inputs["start"]), examples, out, cache_dir())
+    train_classifier(_classifier_spec(spec, inputs, init_from=inputs["start"]), examples, out, cache_dir(),
+                     write_done=False)
 
 
 def run_evaluate(spec: dict, out: Path, inputs: Inputs) -> None:
@@ -170,7 +171,7 @@ def run_evaluate(spec: dict, out: Path, inputs: Inputs) -> None:
     sets = {name: load_prepared(inputs["prepare"], name) for name in spec["sets"]}
     evaluate(inputs["classifier"], sets, out, batch_size=spec["batch_size"], per_subcase=spec["per_subcase"],
              per_label=spec["per_label"], seed=spec["seed"], device=spec["device"], max_length=spec["max_length"],
-             overlap_rule=spec["overlap_rule"], dtype=spec["dtype"])
+             overlap_rule=spec["overlap_rule"], dtype=spec["dtype"], write_done=False)
 
 
 # --- synthetic data -----------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def run_generator(spec: dict, out: Path, inputs: Inputs) -> None:
     gspec = GeneratorSpec(model=base_model(spec, inputs), lora=g["lora"], optim=g["optim"], max_length=g["max_length"],
                           modules_to_save=tuple(g["modules_to_save"]),
                           seed=g["seed"], device=spec["device"], dtype=spec["dtype"], quantize=spec["quantize"])
-    train_generator(gspec, examples, out, cache_dir())
+    train_generator(gspec, examples, out, cache_dir(), write_done=False)
 
 
 def run_generate(spec: dict, out: Path, inputs: Inputs) -> None:
@@ -198,7 +199,7 @@ def run_generate(spec: dict, out: Path, inputs: Inputs) -> None:
     eval_files = tuple(str(inputs["prepare"] / "eval" / f"{name}.jsonl") for name in spec["sets"])
     gspec = GenerateSpec(generator=str(inputs["generator"]), n_per_label=g.pop("per_label"),
                          eval_sets=eval_files, device=spec["device"], dtype=spec["dtype"], **g)
-    generate(gspec, out)
+    generate(gspec, out, write_done=False)
 
 
 def run_filter(spec: dict, out: Path, inputs: Inputs) -> None:
@@ -206,7 +207,7 @@ def run_filter(spec: dict, out: Path, inputs: Inputs) -> None:
 
     name = "pool.jsonl" if spec.get("input") == "pool" else "synthetic.jsonl"  # original+FILTER: the pool
     apply_filter(str(inputs["data"] / name), spec["filter"], out, keep_dropped=True,
-                 overlap_rule=spec["overlap_rule"])
+                 overlap_rule=spec["overlap_rule"], write_done=False)
 
 
 def run_audit(spec: dict, out: Path, inputs: Inputs) -> None:
