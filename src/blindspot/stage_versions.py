@@ -36,21 +36,21 @@ STAGE_VERSIONS: dict[str, int] = {
     "evaluate": 1, "audit": 1,
 }
 
-_DATA = ("data/", "stages.py:load_prepared")
+_DATA = ("data/", "stages/common.py")
 _MODEL = ("models.py", "templates.py", "kvcache.py")
-_TRAINING = ("lora.py", "resume.py", "train.py", "stages.py:_classifier_spec", "stages.py:base_model")
+_TRAINING = ("lora.py", "resume.py", "train.py", "stages/start.py")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "prepare": (*_DATA, "stages.py:run_prepare"),
-    "base": (*_DATA, *_MODEL, "lora.py", "generator.py", "stages.py:run_base"),
-    "start": (*_DATA, *_MODEL, *_TRAINING, "stages.py:run_start"),
-    "augment": (*_DATA, *_MODEL, *_TRAINING, "stages.py:run_augment", "stages.py:source_examples"),
-    "generator": (*_DATA, *_MODEL, "lora.py", "resume.py", "generator.py", "stages.py:run_generator",
-                  "stages.py:base_model"),
+    "prepare": (*_DATA, "stages/prepare.py"),
+    "base": (*_DATA, *_MODEL, "lora.py", "generator.py", "stages/base.py"),
+    "start": (*_DATA, *_MODEL, *_TRAINING),
+    "augment": (*_DATA, *_MODEL, *_TRAINING, "stages/augment.py"),
+    "generator": (*_DATA, *_MODEL, "lora.py", "resume.py", "generator.py", "stages/start.py:ModelChoice",
+                  "stages/generator.py"),
     "generate": (*_DATA, *_MODEL, "generator.py", "generate.py", "sampling.py", "engines.py", "parsing.py",
-                 "vllm_engine.py", "stages.py:run_generate"),
-    "filter": (*_DATA, "heuristics.py", "filters.py", "stages.py:run_filter"),
-    "evaluate": (*_DATA, *_MODEL, "train.py", "evaluate.py", "heuristics.py", "stats.py", "stages.py:run_evaluate"),
-    "audit": (*_DATA, "heuristics.py", "audit.py", "stages.py:run_audit", "stages.py:source_examples"),
+                 "vllm_engine.py", "stages/generate.py"),
+    "filter": (*_DATA, "heuristics.py", "filters.py", "stages/filter.py"),
+    "evaluate": (*_DATA, *_MODEL, "train.py", "evaluate.py", "heuristics.py", "stats.py", "stages/evaluate.py"),
+    "audit": (*_DATA, "heuristics.py", "audit.py", "stages/audit.py"),
 }
 
 

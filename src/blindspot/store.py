@@ -92,9 +92,7 @@ def run_stage(stage: StageSpec, store: Path, run_id: str = "", wait: bool = True
     BlindspotError from the stage is an Outcome('failed'); any other exception is logged in the
     status log and raised.
     """
-    import torch
-
-    from blindspot.stages import RUNNERS
+    from blindspot.stages import STAGES
 
     out = stage.path(store)
     if stage.done(store):
@@ -117,11 +115,12 @@ def run_stage(stage: StageSpec, store: Path, run_id: str = "", wait: bool = True
         log.info("stage %s -> %s (%s)", stage.label, out, where())
         if on_start is not None:
             on_start(stage)
-        if threads is not None:
-            torch.set_num_threads(threads)
         t0 = time.time()
         try:
-            RUNNERS[stage.stage](stage.spec, out, {k: v.path(store) for k, v in stage.inputs.items()})
+            module = STAGES[stage.stage]
+            spec = module.Spec.model_validate(stage.spec)
+            runtime = resolve_runtime(spec, threads)
+            module.run(spec, {k: v.path(store) for k, v in stage.inputs.items()}, out, runtime)
         except BlindspotError as e:
             append_status(out, "failed", run=run_id, error=str(e))
             return Outcome("failed", time.time() - t0, str(e), where())
@@ -130,12 +129,32 @@ def run_stage(stage: StageSpec, store: Path, run_id: str = "", wait: bool = True
             raise
         wall = round(time.time() - t0, 3)
         atomic_write_json(out / "timing.json", {"label": stage.label, "wall_s": wall, "host": where(),
-                                                "threads": torch.get_num_threads()})
+                                                "runtime": runtime.__dict__, "threads": runtime.threads})
         mark_done(out)
         append_status(out, "success", run=run_id, wall_s=wall)
         return Outcome("done", wall, None, where())
     finally:
         lock.release()
+
+
+def resolve_runtime(spec, threads: int | None = None):
+    """How this machine runs the stage: its device and dtype (a spec's 'auto' resolved here, where
+    the stage runs, not on the driver), the model cache ($BLINDSPOT_CACHE or the default) and torch's
+    CPU threads (`threads`, else as they are)."""
+    import torch
+
+    from blindspot.models import cache_root, detect_device
+    from blindspot.stages import Runtime
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    device, dtype = torch.device("cpu"), torch.float32
+    if hasattr(spec, "device"):
+        device, dtype = detect_device(spec.device, spec.dtype)
+    elif hasattr(spec, "model"):  # a built base model: the fastest device here, in fp32
+        device, _ = detect_device("auto", "float32")
+    return Runtime(device=str(device), dtype=str(dtype).removeprefix("torch."), cache_dir=str(cache_root()),
+                   threads=torch.get_num_threads())
 
 
 def mark_skipped(stage: StageSpec, store: Path, reason: str, run_id: str = "") -> None:
