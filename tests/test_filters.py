@@ -136,10 +136,12 @@ def test_cli_missing_input(tmp_path, capsys):
 
 def test_grid_filter_stage_reads_the_pool_for_original_sources(tmp_path):
     """augment source original+FILTER: the filter stage runs on the prepared pool, not synthetic data."""
-    from blindspot.stages import run_filter
+    from blindspot.stages import Runtime
+    from blindspot.stages import filter as filter_stage
 
     save_examples(tmp_path / "prepare" / "pool.jsonl", _examples())
-    run_filter({"filter": "biased-lexical-overlap", "input": "pool", "overlap_rule": "paper"}, tmp_path / "out", {"data": tmp_path / "prepare"})
+    spec = filter_stage.Spec(filter="biased-lexical-overlap", input="pool", overlap_rule="paper")
+    filter_stage.run(spec, {"data": tmp_path / "prepare"}, tmp_path / "out", Runtime())
     kept = load_examples(tmp_path / "out" / "kept.jsonl")
     expected, _, _ = filters.get_filter("biased-lexical-overlap")(_examples())
     assert [e.id for e in kept] == [e.id for e in expected] and kept

@@ -5,7 +5,4 @@ Run `blindspot --help` for the command line.
 """
 
 __version__ = "0.1.0"
-
-# Bumped whenever a change alters what a stage writes; part of every artifact hash,
-# so cached stage outputs from incompatible code are never reused.
-CODE_VERSION = "1"
+# Each stage kind's code version, part of its artifact hash: blindspot.stage_versions.

@@ -6,7 +6,8 @@
         ...          the stage's outputs
         DONE         written last; a directory without it is incomplete and is redone or resumed
 
-The hash covers the stage name, its spec, the hashes of its input stages and CODE_VERSION, so
+The hash covers the stage name, its spec, the hashes of its input stages and the stage kind's
+code version (blindspot.stage_versions), so
 running the same stage twice is a no-op and changing one value reruns only what depends on it.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blindspot import CODE_VERSION
+from blindspot.stage_versions import STAGE_VERSIONS
 from blindspot.storage import atomic_write_json, is_done
 
 
@@ -37,6 +38,21 @@ def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# Spec keys that change how a stage runs but provably not what it writes, left out of the hash:
+# a training stage resumed from a checkpoint ends bit-identical (tests/test_resume.py), so the
+# checkpoint interval may change without rerunning anything.
+NOT_HASHED = ("checkpoint_every",)
+
+
+def hashed(spec):
+    """`spec` without the NOT_HASHED keys, at any depth."""
+    if isinstance(spec, dict):
+        return {k: hashed(v) for k, v in spec.items() if k not in NOT_HASHED}
+    if isinstance(spec, list):
+        return [hashed(v) for v in spec]
+    return spec
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One node of the experiment graph: a stage name, its JSON spec, and the stages it reads."""
@@ -48,7 +64,7 @@ class StageSpec:
 
     @property
     def hash(self) -> str:
-        payload = {"stage": self.stage, "spec": self.spec, "code": CODE_VERSION,
+        payload = {"stage": self.stage, "spec": hashed(self.spec), "code": str(STAGE_VERSIONS[self.stage]),
                    "inputs": {k: v.hash for k, v in sorted(self.inputs.items())}}
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
 
@@ -68,7 +84,7 @@ def write_spec(spec: StageSpec, root: str | Path) -> Path:
     out = spec.path(root)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "stage.json", {
-        "stage": spec.stage, "label": spec.label, "spec": spec.spec, "code_version": CODE_VERSION,
+        "stage": spec.stage, "label": spec.label, "spec": spec.spec, "stage_version": STAGE_VERSIONS[spec.stage],
         "inputs": {k: v.dirname for k, v in spec.inputs.items()},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })

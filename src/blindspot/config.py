@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from blindspot.data.sources import DataSource
 from blindspot.errors import ConfigError
-from blindspot.lora import LoraSpec
-from blindspot.train import OptimSpec
+from blindspot.stages.generate import Generation
+from blindspot.stages.generator import GeneratorTraining
+from blindspot.stages.start import ClassifierTraining
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
 # Augmentation sources: original MNLI, unfiltered synthetic, synthetic through a filter, or
@@ -52,73 +53,6 @@ class DataConfig(BaseModel):
         bad = [k for k in v if not k.replace("-", "").replace("_", "").replace(".", "").isalnum()]
         if bad:
             raise ValueError(f"set names must be letters, digits, '-', '_' or '.', got {bad}")
-        return v
-
-
-class ClassifierConfig(BaseModel):
-    """How classifiers (starting points and augmented models) are trained."""
-
-    model_config = FROZEN
-    template: str = Field("paper", description="'paper', 'short' or a format string with {premise} and {hypothesis}.")
-    max_length: int = Field(512, ge=8, description="Longest input in tokens.")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings of the starting points.")
-    optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimiser settings (paper: lr 2e-5, batch 2).")
-
-
-class GeneratorConfig(BaseModel):
-    """How the generator (the same base LLM as a causal LM) is trained."""
-
-    model_config = FROZEN
-    train_size: int | None = Field(None, ge=1, description="Pool examples it is trained on (None = the whole pool).")
-    max_length: int = Field(256, ge=16, description="Longest training text in tokens.")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings.")
-    modules_to_save: list[str] = Field(default_factory=list, description="Modules trained in full beside LoRA "
-                                       "(paper: [embed_tokens, lm_head]); [] = LoRA only.")
-    optim: OptimSpec = Field(default_factory=lambda: OptimSpec(batch_size=6), description="Optimiser (paper: batch 6).")
-    seed: int = Field(0, description="Seed of the training sample and of training; shared by every condition seed.")
-
-
-class GenerationConfig(BaseModel):
-    """How synthetic examples are sampled from the generator."""
-
-    model_config = FROZEN
-    per_label: int | dict[str, int] = Field(description="Valid synthetic examples sampled per label (before "
-                                            "filtering): one number, or label -> number for every label "
-                                            "(entailment, neutral, contradiction: each is generated, and "
-                                            "augmentation draws m/3 of each); a lexical-overlap filter keeps "
-                                            "few entailment pairs, so ask for more of those.")
-    batch_size: int = Field(32, ge=1, description="Rows sampled together.")
-    temperature: float = Field(1.0, ge=0, description="Softmax temperature (0 = greedy).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass (1 = off).")
-    top_k: int = Field(0, ge=0, description="Top-k (0 = off).")
-    max_new_tokens: int = Field(128, ge=8, description="Longest generated example in tokens.")
-    max_attempts_factor: float = Field(5.0, ge=1, description="Give up on a label after this many x per_label samples.")
-    keep_leaked: bool = Field(False, description="Keep synthetic pairs that also occur in an evaluation set.")
-    seed: int = Field(0, description="Sampling seed; shared by every condition seed.")
-    engine: Literal["auto", "native", "vllm"] = Field("auto", description="native (our prompt-cached decoder), "
-                                                      "vllm, or auto: vllm on CUDA when it is installed, else native.")
-
-    @field_validator("per_label")
-    @classmethod
-    def _every_label(cls, v: int | dict[str, int]) -> int | dict[str, int]:
-        """A count >= 1 for each of MNLI's labels: no unknown label, none left out (it would be missing)."""
-        from blindspot.data.example import MNLI_LABELS
-
-        expected = ", ".join(MNLI_LABELS)
-        if isinstance(v, int):
-            if v < 1:
-                raise ValueError(f"must be >= 1, got {v}")
-            return v
-        unknown = [k for k in v if k not in MNLI_LABELS]
-        if unknown:
-            raise ValueError(f"unknown label {unknown[0]!r} (expected labels {expected})")
-        missing = [k for k in MNLI_LABELS if k not in v]
-        if missing:
-            raise ValueError(f"no count for {', '.join(missing)}: every label is generated and augmentation "
-                             f"draws m/3 of each, so give a count for each of {expected} (or one number for all)")
-        bad = {k: n for k, n in v.items() if n < 1}
-        if bad:
-            raise ValueError(f"counts must be >= 1, got {bad}")
         return v
 
 
@@ -157,6 +91,19 @@ class EvaluationConfig(BaseModel):
     batch_size: int = Field(32, ge=1, description="Examples per forward pass.")
 
 
+StageKind = Literal["prepare", "base", "start", "generator", "generate", "filter", "augment", "evaluate", "audit"]
+
+
+class ResourceRequest(BaseModel):
+    """What one stage of a kind asks the Ray cluster for (--executor ray); unset = the default."""
+
+    model_config = FROZEN
+    num_cpus: float | None = Field(None, ge=0, description="CPU cores (default 1).")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs (default: 1 for training, generation and "
+                                   "evaluation when the device is CUDA or the cluster has GPUs, else 0).")
+    memory_gb: float | None = Field(None, gt=0, description="Memory reserved for the task, GiB (default none).")
+
+
 class ExperimentConfig(BaseModel):
     """One experiment: a model, data, starting sizes x augmentation sources x sizes x seeds."""
 
@@ -178,12 +125,18 @@ class ExperimentConfig(BaseModel):
                                                     "(0 = untrained, 'all' = the whole pool).")
     augment: AugmentConfig
     seeds: list[int] = Field([0], min_length=1, description="Seeds of each condition (sampling and training).")
-    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
-    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
-    generation: GenerationConfig
+    # These sections are the stages' own spec parts (blindspot.stages): the planner puts them into
+    # the start / augment, generator and generate specs as they are.
+    classifier: ClassifierTraining = Field(default_factory=ClassifierTraining)
+    generator: GeneratorTraining = Field(default_factory=GeneratorTraining)
+    generation: Generation
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     audit_filters: list[str] = Field(default_factory=list, description="Filters the data audit also shows "
                                      "(those used as augmentation sources are always shown).")
+    resources: dict[StageKind, ResourceRequest] = Field(default_factory=dict, description="Per stage kind, "
+                                                        "the Ray resource request (--executor ray), e.g. "
+                                                        "{start: {num_gpus: 1, num_cpus: 4}}; not part of any "
+                                                        "stage's hash.")
 
     @model_validator(mode="after")
     def _checks(self) -> "ExperimentConfig":

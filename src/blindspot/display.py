@@ -143,6 +143,9 @@ class RunDisplay:
         self.stage_loop_s = self.stage_examples = 0.0
         self._work: dict[str, Work] = {}
         self._live = None
+        # Parallel executors (Ray): no sequential ETA; (running, waiting) counts shown instead
+        self.parallel = False
+        self.grid_counts: tuple[int, int] | None = None
 
     # --- the grid's events -----------------------------------------------------------------
 
@@ -189,6 +192,12 @@ class RunDisplay:
         if stage.stage == "evaluate":
             parts.append(headline(out))
         self.print(f"{self._count()} {stage.label:<40} {' · '.join(p for p in parts if p)}{self._eta_suffix()}")
+
+    def done_elsewhere(self, stage: StageSpec) -> None:
+        """Another driver on the same store finished the stage meanwhile."""
+        self.finished += 1
+        self.current, self.bar = None, None
+        self.print(f"{self._count()} {stage.label:<40} done by another run{self._eta_suffix()}")
 
     def failed_stage(self, stage: StageSpec, reason: str, skipped: bool = False) -> None:
         self.failed += 1
@@ -245,6 +254,10 @@ class RunDisplay:
         return f"ETA {duration(left)}{more}"
 
     def _eta_suffix(self) -> str:
+        if self.parallel:
+            running, waiting = self.grid_counts or (0, 0)
+            return (f"  (grid: {self.finished} done · {running} running · {waiting} waiting · {self.failed} failed)"
+                    if self.finished + self.failed < len(self.todo) else "")
         return f"  ({self.eta_text()})" if self.finished + self.failed < len(self.todo) else ""
 
     # --- the live rendering ----------------------------------------------------------------
@@ -256,11 +269,16 @@ class RunDisplay:
 
         total, ended = len(self.todo), self.finished + self.failed
         left = total - ended - (self.current is not None)
+        running = int(self.current is not None)
+        if self.parallel and self.grid_counts is not None:
+            running, left = self.grid_counts
+        eta = f"{left} waiting" if self.parallel else f"{left} left"
         grid = Table.grid(padding=(0, 1))
         grid.add_row(Text("grid", style="bold"), ProgressBar(total=max(total, 1), completed=ended, width=30),
-                     Text.from_markup(f"{self.finished} done · {int(self.current is not None)} running · {left} left"
+                     Text.from_markup(f"{self.finished} done · {running} running · {eta}"
                                       + (f" · [red]{self.failed} failed[/]" if self.failed else "")
-                                      + f" · {duration(time.perf_counter() - self.t0)} · {self.eta_text()}"))
+                                      + f" · {duration(time.perf_counter() - self.t0)}"
+                                      + ("" if self.parallel else f" · {self.eta_text()}")))
         if self.current is not None:
             bar = self.bar
             info = f"{duration(time.perf_counter() - self.stage_t0)}"

@@ -351,12 +351,14 @@ def _check_out_dir(out_dir: Path, spec: dict) -> bool:
 def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_size: int = 32,
              per_subcase: int | None = None, per_label: int | None = None, seed: int = 0,
              device: str = "auto", max_length: int | None = None,
-             overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE, dtype: str = "auto") -> Path:
+             overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE, dtype: str = "auto",
+             write_done: bool = True) -> Path:
     """Evaluate `classifier` (a directory or a loaded Classifier) on named sets; returns `out_dir`.
 
     max_length None = the classifier's training max_length (512 if it has none). `overlap_rule`
     decides the lexical_overlap slices of general-task sets. `dtype` (auto, float32, bfloat16,
     float16) is the dtype a classifier directory is loaded in; a loaded Classifier keeps its own.
+    `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
     """
     out_dir = Path(out_dir)
     if not sets:
@@ -411,7 +413,8 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
         stage="evaluate", spec=spec, classifier=info, model=model_name, max_length=max_length,
         overlap_rule=overlap_rule, device=str(getattr(clf, "device", "")), dtype=str(dtype),
         wall_s=round(wall, 3), examples=total, examples_per_s=eps, sets=timing, mfu=mfu))
-    mark_done(out_dir)
+    if write_done:
+        mark_done(out_dir)
     log.info("evaluation of %d examples in %.1f s (%.1f examples/s) -> %s", total, wall, eps or 0, out_dir)
     return out_dir
 

@@ -160,8 +160,9 @@ def load_input(source) -> tuple[list[NLIExample], str]:
 
 
 def run_filter(source, filter_name: str, out_dir: str | Path, keep_dropped: bool = False,
-               overlap_rule: heuristics.OverlapRule = DEFAULT_RULE) -> Path:
-    """Filter a set and write kept.jsonl, dropped.jsonl (if asked), report.json and DONE."""
+               overlap_rule: heuristics.OverlapRule = DEFAULT_RULE, write_done: bool = True) -> Path:
+    """Filter a set and write kept.jsonl, dropped.jsonl (if asked), report.json and DONE (`write_done`
+    False: the caller writes it, as the grid's store does)."""
     fn = get_filter(filter_name)
     fn([], rule=overlap_rule)  # on no pairs: a bad rule or an unavailable feature fails before reading
     out = Path(out_dir)
@@ -179,7 +180,8 @@ def run_filter(source, filter_name: str, out_dir: str | Path, keep_dropped: bool
               "meta": run_metadata(wall_s=round(seconds, 3),
                                    examples_per_s=round(len(examples) / max(seconds, 1e-9), 1))}
     atomic_write_json(out / "report.json", report)
-    mark_done(out)
+    if write_done:
+        mark_done(out)
     log.info("%s (overlap rule %s): kept %d / %d pairs (%.0f pairs/s) -> %s", filter_name, overlap_rule,
              len(kept), len(examples), len(examples) / max(seconds, 1e-9), out)
     if not kept:

@@ -222,8 +222,10 @@ def _report(spec: GenerateSpec, labels, progress: dict, records: list[dict], rej
     }
 
 
-def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=None) -> Path:
+def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=None, write_done: bool = True) -> Path:
     """Sample until `n_per_label` valid records per label are in `out_dir`; resumes a killed run.
+
+    `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
 
     `generator`: a loaded Generator for the native engine; `engine`: an open engine (blindspot.engines)
     to reuse across runs. Otherwise the engine spec.engine names is opened on spec.generator.
@@ -240,13 +242,13 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=Non
     opened = engine is None
     engine = engine or open_engine(name, spec, generator)
     try:
-        return _sample_until_done(spec, out, engine)
+        return _sample_until_done(spec, out, engine, write_done)
     finally:
         if opened:
             engine.close()  # frees the GPU (vLLM) for the stages that follow in this process
 
 
-def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Path:
+def _sample_until_done(spec: GenerateSpec, out: Path, engine, write_done: bool = True) -> Path:
     """The sampling loop of `generate`: batches until every label has its records, or its attempt cap."""
     engine.reset()
     gen = engine.gen
@@ -300,7 +302,8 @@ def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Path:
         raise BlindspotError(f"{out}: the generator produced too few valid examples after "
                              f"{spec.max_attempts_factor:g}x as many attempts ({short}); see {out / 'report.json'} "
                              "and rejects.jsonl")
-    mark_done(out)
+    if write_done:
+        mark_done(out)
     return out
 
 

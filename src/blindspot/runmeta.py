@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from blindspot import CODE_VERSION, __version__
+from blindspot import __version__
 
 _PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes", "numpy", "gguf")
 
@@ -42,7 +42,6 @@ def run_metadata(**extra) -> dict:
         extra["dtype"] = str(extra["dtype"]).removeprefix("torch.")
     return {
         "blindspot_version": __version__,
-        "code_version": CODE_VERSION,
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),

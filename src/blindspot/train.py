@@ -121,8 +121,11 @@ def classifier_batches(tokenizer, template: str, examples: list[NLIExample], lab
 # --- train / save / load ----------------------------------------------------------------------
 
 def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | None, out_dir: str | Path,
-                     cache_dir: str | Path | None = None) -> Path:
-    """Train a classifier on `train_examples` (None or [] = untrained, fresh seeded head); save it."""
+                     cache_dir: str | Path | None = None, write_done: bool = True) -> Path:
+    """Train a classifier on `train_examples` (None or [] = untrained, fresh seeded head); save it.
+
+    `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
+    """
     out_dir, examples = Path(out_dir), list(train_examples or [])
     if is_done(out_dir):
         if _read_info(out_dir).get("spec") != spec.model_dump(mode="json"):
@@ -143,6 +146,7 @@ def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | No
     else:
         texts = [f"{e.premise} {e.hypothesis}" for e in examples] + list(CLASSIFIER_TEMPLATES.values())
         base_path = resolve_model(spec.model, cache_dir, texts=texts)
+        torch.manual_seed(spec.seed)  # again: building a tiny-llama on the first call draws random numbers
         base = base_identity(spec.model, base_path)
         tokenizer, template = load_tokenizer(base_path), _format(spec.template or "paper")
         model = load_base_model(base_path, "classification", len(spec.labels), device, dtype, spec.quantize,
@@ -153,7 +157,8 @@ def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | No
     if examples:
         batches = classifier_batches(tokenizer, template, examples, spec.labels, spec.optim.batch_size,
                                      spec.max_length, spec.seed, spec.optim.group_by_length)
-        result = fit(model, batches, spec.optim, device, desc="train-classifier")
+        result = fit(model, batches, spec.optim, device, desc="train-classifier",
+                     checkpoint_dir=out_dir)
         mfu = training_mfu(model, batches, spec.optim.epochs, result.seconds, device, dtype, cache_dir)
     info = {"spec": spec.model_dump(mode="json"), "labels": list(spec.labels), "template": template,
             "base": base, "lora": lora, "max_length": spec.max_length,
@@ -161,7 +166,7 @@ def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | No
                       "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
                         train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
-    save_adapter_dir(model, tokenizer, out_dir, "classifier.json", info, result.log, meta)
+    save_adapter_dir(model, tokenizer, out_dir, "classifier.json", info, result.log, meta, write_done)
     return out_dir
 
 

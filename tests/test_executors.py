@@ -1,0 +1,193 @@
+"""Scale-out: the stage lock, two drivers on one store, the Ray executor (one local instance, and a
+two-node cluster started with `ray start` on loopback with a worker killed mid-stage).
+
+Every grid here is configs/smoke.yaml cut to one starting point and one augmentation size (12
+stages), run with one CPU thread per stage: CPU float results depend on the thread count (parallel
+reductions add in another order), and a Ray task gets its num_cpus (1) as threads, so the local
+reference runs with OMP_NUM_THREADS=1 too. Ray's processes are started by the tests and stopped
+by them (by process group), each bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from blindspot.store import read_status, stage_lock
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+SMALL = ["--set", "start_sizes=[60]", "--set", "augment.sizes=[6]"]
+COLS = ["start_size", "source", "aug_size", "seed", "eval_set", "slice", "correct", "n"]
+RUN_TIMEOUT_S = 900
+
+
+def _env() -> dict:
+    root = Path(os.environ.get("BLINDSPOT_DATA", REPO.parent / "shared" / "data"))
+    if not (root / "mnli-subset").is_dir():
+        pytest.skip(f"real data not found at {root} (set BLINDSPOT_DATA)")
+    return {**os.environ, "BLINDSPOT_DATA": str(root), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _blindspot(*args: str) -> list[str]:
+    return [sys.executable, "-m", "blindspot.cli", "run", str(SMOKE), *SMALL, *args]
+
+
+def _table(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "results" / "results.csv")[COLS].sort_values(COLS).reset_index(drop=True)
+
+
+def _events(store: Path, event: str) -> dict[str, int]:
+    """stage dirname -> how many `event` lines its status log holds."""
+    return {d.name: sum(e["event"] == event for e in read_status(d)) for d in store.iterdir() if d.is_dir()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The small grid with the local executor, one thread: the table every other run must equal."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    proc = subprocess.run(_blindspot("--out", str(out)), env=_env(), capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+# --- the lock ---------------------------------------------------------------------------------
+
+def test_a_lock_held_by_a_killed_process_is_released(tmp_path):
+    from filelock import Timeout
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from blindspot.store import stage_lock; "
+        "lock = stage_lock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); time.sleep(600)"),
+        str(tmp_path / "stage")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Timeout):
+            stage_lock(tmp_path / "stage").acquire(timeout=0.2)  # held while the process lives
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    lock = stage_lock(tmp_path / "stage")
+    lock.acquire(timeout=5)  # no manual cleanup: the OS dropped the dead process's lock
+    lock.release()
+
+
+# --- two drivers on one store -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_runs_on_one_store_run_each_stage_once(reference, tmp_path):
+    store, env = tmp_path / "store", _env()
+    procs = []
+    for name in ("a", "b"):
+        procs.append(subprocess.Popen(_blindspot("--out", str(tmp_path / name), "--store", str(store)), env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        time.sleep(1.0)
+    for p in procs:
+        _, err = p.communicate(timeout=RUN_TIMEOUT_S)
+        assert p.returncode == 0, err[-3000:]
+    assert set(_events(store, "running").values()) == {1}  # every stage ran exactly once
+    assert set(_events(store, "success").values()) == {1}
+    drivers = {e["pid"] for d in store.iterdir() for e in read_status(d) if e["event"] == "running"}
+    assert len(drivers) == 2  # and both drivers did some of the work
+    pd.testing.assert_frame_equal(_table(tmp_path / "a"), _table(reference))
+    pd.testing.assert_frame_equal(_table(tmp_path / "b"), _table(reference))
+
+
+# --- Ray ----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_ray_local_instance_gives_the_local_table(reference, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from blindspot.grid import run
+
+    for k, v in _env().items():
+        monkeypatch.setenv(k, v)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        run(SMOKE, out=tmp_path / "ray", overrides=[SMALL[1], SMALL[3]], display="off", executor="ray")
+    finally:
+        ray.shutdown()
+    pd.testing.assert_frame_equal(_table(tmp_path / "ray"), _table(reference))
+    timing = [json.loads(p.read_text()) for p in (tmp_path / "ray" / "stages").glob("*/timing.json")]
+    assert timing and {t["threads"] for t in timing} == {1}
+    assert {e["event"] for d in (tmp_path / "ray" / "stages").iterdir() for e in read_status(d)} == \
+        {"waiting", "running", "success"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """`ray start ... --block` in its own process group, so that the test can stop all it started."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    return subprocess.Popen([str(ray_bin), "start", "--block", "--disable-usage-stats", *args], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(node: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(node.pid, sig)
+            node.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.mark.slow
+def test_two_node_ray_cluster_survives_a_killed_worker(reference, tmp_path):
+    pytest.importorskip("ray")
+    env, port = _env(), _free_port()
+    head = _ray_node(["--head", "--node-ip-address", "127.0.0.1", f"--port={port}", "--num-cpus", "1",
+                      "--include-dashboard", "false"], env, tmp_path / "head.log")
+    nodes = [head]
+    try:
+        time.sleep(5)
+        nodes.append(_ray_node([f"--address=127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1"],
+                               env, tmp_path / "worker.log"))
+        out = tmp_path / "cluster"
+        driver = subprocess.Popen(_blindspot("--out", str(out), "--executor", "ray", "--ray-address",
+                                             f"127.0.0.1:{port}"), env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        killed = _kill_generator_training(out / "stages", driver)
+        stdout, stderr = driver.communicate(timeout=RUN_TIMEOUT_S)
+        assert driver.returncode == 0, stderr[-3000:] + (tmp_path / "head.log").read_text()[-2000:]
+    finally:
+        for node in reversed(nodes):
+            _stop(node)
+    assert stderr == ""  # nothing of Ray's on the screen
+    events = read_status(killed)
+    assert [e["event"] for e in events].count("running") == 2  # killed, then run again by Ray
+    assert events[-1]["event"] == "success"
+    assert "resuming from checkpoint" in (killed / "stage.log").read_text()
+    pd.testing.assert_frame_equal(_table(out), _table(reference))
+    hosts = {e["pid"] for d in (out / "stages").iterdir() for e in read_status(d) if e["event"] == "running"}
+    assert len(hosts) >= 2  # the work was spread over worker processes
+
+
+def _kill_generator_training(store: Path, driver: subprocess.Popen, timeout_s: float = 600) -> Path:
+    """SIGKILL the Ray worker training the generator once it has written a checkpoint; its directory."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and driver.poll() is None:
+        for d in store.glob("generator-*"):
+            running = [e for e in read_status(d) if e["event"] == "running"]
+            if running and any((d / "checkpoints").glob("step-*")) and not (d / "DONE").exists():
+                os.kill(running[-1]["pid"], signal.SIGKILL)  # the worker process that runs the stage
+                return d
+        time.sleep(0.05)
+    pytest.fail("the generator's training was not seen running with a checkpoint")
