@@ -1,0 +1,109 @@
+"""A starting point's augmentation stages as one job: K classifiers continued together (blindspot.grouped).
+
+    blindspot run configs/demo.yaml                                   # grouped (classifier.group_augmentations)
+    blindspot run configs/demo.yaml --set classifier.group_augmentations=false   # one by one
+
+`train_classifiers_together` is `train.train_classifier` for K specs that continue the same saved
+classifier: it writes the same directories (adapter, tokenizer, classifier.json, train_log.jsonl,
+meta.json, DONE), and a group of one, or a run already done, takes the plain path. The grid side
+(`group_plan`, `schedule`, `run_group`) turns a plan's augmentation stages into one group per
+starting point, orders the stage list so a group runs once all its members' inputs are done, and
+runs it inside the in-process executor with the same stage records (stage.json, timing.json, DONE)
+as alone. A stage's hash never depends on whether it was grouped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from blindspot.artifacts import StageSpec, write_spec
+from blindspot.data.example import NLIExample
+from blindspot.errors import BlindspotError, ConfigError
+from blindspot.storage import DONE, atomic_write_json, is_done, mark_done
+
+log = logging.getLogger(__name__)
+
+SHARED_FIELDS = ("init_from", "device", "dtype", "quantize", "seed")  # what the K runs of a group must share
+
+
+def grouping_exact(lora_dropout: float, quantize: str) -> bool:
+    """Whether a grouped run reproduces K single runs (up to float rounding), for the default of
+    `classifier.group_augmentations`: always on CPU; with dropout under a 4-bit base (gradient
+    checkpointing, on CUDA) the masks are reproduced too, but that is not tested on a GPU here."""
+    return lora_dropout == 0 or quantize != "4bit"
+
+
+# --- training -----------------------------------------------------------------------------------
+
+def train_classifiers_together(specs: list, examples: list[list[NLIExample]], out_dirs: list[Path],
+                               cache_dir: str | Path | None = None) -> list[Path]:
+    """Continue one saved classifier K times (spec k on examples[k] into out_dirs[k]) as one job."""
+    from blindspot import train
+    from blindspot.grouped import AdapterGroup
+    from blindspot.mfu import mfu_record, training_mfu, TRAIN_FORMULA
+    from blindspot.models import detect_device, save_adapter_dir
+    from blindspot.runmeta import run_metadata
+
+    out_dirs = [Path(d) for d in out_dirs]
+    todo = []
+    for k, (spec, out) in enumerate(zip(specs, out_dirs)):
+        if is_done(out):
+            train.train_classifier(spec, examples[k], out, cache_dir)  # checks it is the same; does nothing
+        else:
+            todo.append(k)
+    if len(todo) <= 1 or any(not examples[k] for k in todo):
+        for k in todo:
+            train.train_classifier(specs[k], examples[k], out_dirs[k], cache_dir)
+        return out_dirs
+    first = specs[todo[0]]
+    for k in todo:
+        differ = [f for f in SHARED_FIELDS if getattr(specs[k], f) != getattr(first, f)]
+        if differ or not first.init_from:
+            raise ValueError(f"train_classifiers_together: runs differ in {differ or ['init_from (none)']}")
+    t0 = time.time()
+    device, dtype = detect_device(first.device, first.dtype)
+    torch.manual_seed(first.seed)  # as train_classifier: the dropout streams start where a single run's do
+    clf = train._load(Path(first.init_from), device, dtype, first.quantize, trainable=True)
+    for k in todo:
+        if specs[k].template is not None and train._format(specs[k].template) != clf.template:
+            raise ConfigError(f"template: {specs[k].template!r} differs from init_from's template {clf.template!r}")
+        if tuple(clf.labels) != specs[k].labels:
+            raise ConfigError(f"labels: {specs[k].labels} differ from init_from's labels {clf.labels}")
+    batches = [train.classifier_batches(clf.tokenizer, clf.template, examples[k], specs[k].labels,
+                                        specs[k].optim.batch_size, specs[k].max_length, specs[k].seed,
+                                        specs[k].optim.group_by_length) for k in todo]
+    group = AdapterGroup(clf.model, len(todo), device, clf.tokenizer.pad_token_id)
+    load_s = time.time() - t0
+    t_fit = time.time()
+    try:
+        results = group.fit(batches, [specs[k].optim for k in todo], desc=f"train {len(todo)} together")
+    finally:
+        group.close()
+    fit_s = time.time() - t_fit
+    blocks = [training_mfu(clf.model, b, specs[k].optim.epochs, r.seconds, device, dtype, cache_dir)
+              for k, b, r in zip(todo, batches, results)]
+    group_info = {"size": len(todo), "members": [out_dirs[k].name for k in todo], "load_s": round(load_s, 3),
+                  "train_seconds": round(fit_s, 3),
+                  "mfu": mfu_record(sum(b["model_flops"] for b in blocks), fit_s, sum(b["tokens"] for b in blocks),
+                                    TRAIN_FORMULA, device, dtype, cache_dir)}
+    for j, (k, result, mfu) in enumerate(zip(todo, results, blocks)):
+        group.export(j)
+        spec, ex = specs[k], examples[k]
+        info = {"spec": spec.model_dump(mode="json"), "labels": list(spec.labels), "template": clf.template,
+                "base": clf.spec["base"], "lora": clf.spec["lora"], "max_length": spec.max_length,
+                "train": {"examples": len(ex), "steps": result.steps,
+                          "label_counts": {lab: sum(e.label == lab for e in ex) for lab in spec.labels}}}
+        wall = load_s / len(todo) + result.seconds  # its share of loading and training (alone: load + train)
+        meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=wall,
+                            train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu,
+                            group=group_info)
+        save_adapter_dir(clf.model, clf.tokenizer, out_dirs[k], "classifier.json", info, result.log, meta)
+    log.info("trained %d classifiers together in %.1f s (load %.1f s, MFU %s)", len(todo), time.time() - t0, load_s,
+             group_info["mfu"]["mfu"])
+    return out_dirs
