@@ -159,3 +159,23 @@ def test_group_on_4bit_base_with_dropout_and_checkpointing(base, tmp_path, monke
     assert same < 0.1 * _max_diff(alone, broken), (same, _max_diff(alone, broken))
     for a, g in zip(alone, together):
         torch.testing.assert_close(_logits(g), _logits(a), rtol=2e-2, atol=2e-2)
+
+
+def test_schedule_runs_a_group_once_every_members_inputs_ran():
+    from blindspot.artifacts import StageSpec, topological_order
+    from blindspot.group_runs import group_plan, schedule
+
+    prepare = StageSpec("prepare", {"x": 1})
+    start = StageSpec("start", {"n": 1}, {"prepare": prepare})
+    generate = StageSpec("generate", {}, {"prepare": prepare})
+    aug_o = StageSpec("augment", {"source": "original"}, {"start": start, "data": prepare})
+    aug_s = StageSpec("augment", {"source": "synthetic"}, {"start": start, "data": generate})
+    ev_o, ev_s = (StageSpec("evaluate", {}, {"classifier": a, "prepare": prepare}) for a in (aug_o, aug_s))
+    stages = topological_order([ev_o, ev_s])
+    assert [s.stage for s in stages] == ["prepare", "start", "augment", "evaluate", "generate", "augment", "evaluate"]
+    groups = group_plan(stages, enabled=True)
+    assert groups == [[aug_o, aug_s]] and group_plan(stages, enabled=False) == []
+    order = schedule(stages, groups)
+    assert order == [prepare, start, generate, [aug_o, aug_s], ev_o, ev_s]
+    assert schedule(stages[:5] + stages[6:], groups) == [prepare, start, aug_o, ev_o, generate, ev_s]  # aug_s done
+    assert schedule(stages, []) == stages

@@ -63,6 +63,10 @@ class ClassifierConfig(BaseModel):
     max_length: int = Field(512, ge=8, description="Longest input in tokens.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings of the starting points.")
     optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimiser settings (paper: lr 2e-5, batch 2).")
+    group_augmentations: bool = Field(True, description="Train a starting point's augmentation runs together: "
+                                      "one base, K adapters, one job (blindspot.grouped); the same results, up to "
+                                      "float rounding, and the same stage directories as one by one. A model the "
+                                      "grouped path does not support is trained one by one (the log says so).")
 
 
 class GeneratorConfig(BaseModel):

@@ -33,6 +33,7 @@ from blindspot.config import ExperimentConfig, load_config
 from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
+from blindspot.group_runs import group_plan, run_group, schedule
 from blindspot.storage import DONE, atomic_write_json, atomic_write_text, mark_done
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Plan:
     stages: list[StageSpec]
     conditions: list[dict] = field(default_factory=list)  # {start_size, source, aug_size, seed, eval: StageSpec}
     audit: StageSpec | None = None
+    groups: list[list[StageSpec]] = field(default_factory=list)  # augmentations trained together (group_runs)
 
 
 def _source_fingerprint(src: DataSource, field: str) -> dict:
@@ -100,7 +102,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     if cfg.model == "tiny-llama":
         model_inputs["base"] = StageSpec("base", {"model": "tiny-llama", "vocab_size": 8000, "seed": 0, "pretrain_examples": 400, "epochs": 3, "max_length": 160}, {"prepare": prepare},
                                          label="build tiny-llama")
-    classifier = cfg.classifier.model_dump(mode="json")
+    classifier = cfg.classifier.model_dump(mode="json", exclude={"group_augmentations"})  # how, not what
     evaluation = {"sets": sorted(d.eval), "per_label": d.eval_per_label, "per_subcase": d.eval_per_subcase,
                   "seed": d.eval_seed, "batch_size": cfg.evaluation.batch_size,
                   "max_length": cfg.classifier.max_length, "device": cfg.device, "dtype": cfg.dtype,
@@ -148,6 +150,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                                label="audit data")
     targets = [c["eval"] for c in plan.conditions] + ([plan.audit] if plan.audit else [])
     plan.stages = topological_order(targets)
+    plan.groups = group_plan(plan.stages, cfg.classifier.group_augmentations)
     return plan
 
 
@@ -242,14 +245,18 @@ def execute(plan: Plan, store: Path, display: Literal["live", "plain", "off"] = 
     from blindspot.progress import use_sink
     from blindspot.stages import RUNNERS
 
-    todo = [s for s in plan.stages if not s.done(store)]
+    items = schedule([s for s in plan.stages if not s.done(store)], plan.groups)
+    todo = [s for item in items for s in (item if isinstance(item, list) else [item])]
     log.info("%d of %d stages to run (%d cached)", len(todo), len(plan.stages), len(plan.stages) - len(todo))
     failed: dict[str, str] = {}  # dirname -> reason
     labels: dict[str, str] = {}
     shown = RunDisplay(todo, len(plan.stages) - len(todo), lambda st: stage_work(st, store), display, store)
     with shown.running(), use_sink(shown):
         shown.print(f"{len(plan.stages)} stages: {len(plan.stages) - len(todo)} cached, {len(todo)} to run")
-        for st in todo:
+        for st in items:
+            if isinstance(st, list):  # a starting point's augmentations, trained together
+                run_group(st, store, shown, failed, labels)
+                continue
             bad = [v for v in st.inputs.values() if v.dirname in failed]
             if bad:
                 failed[st.dirname], labels[st.dirname] = f"skipped: needs {bad[0].label}, which failed", st.label
@@ -364,12 +371,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set seeds=[0,1] --set generation.per_label=200")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (cached / to run) and exit")
+    parser.add_argument("--estimate", action="store_true", help="calibrate on this machine and model, print "
+                        "each stage kind's rate, work and projected hours, write RUN/estimate.md (blindspot.estimate)")
+    parser.add_argument("--gpus", type=int, metavar="N", help="with --estimate: also the wall time on N devices")
+    parser.add_argument("--assume", action="append", default=[], metavar="KEY=N",
+                        help="with --estimate: sizes or rates that cannot be measured here, e.g. pool=391722, "
+                        "valid=0.5, or tokens=80,mfu=0.3,peak=989e12 for a model that cannot run here")
 
 
 def main(args: argparse.Namespace) -> int:
     """The CLI: a live display on a terminal, plain lines otherwise, nothing but errors with -q."""
     from blindspot.display import choose_mode
 
+    if args.estimate:
+        from blindspot.estimate import run_estimate
+
+        run_estimate(args.config, args.out, args.store, args.overrides, args.gpus, args.assume)
+        return 0
+    if args.gpus is not None or args.assume:
+        raise ConfigError("--gpus and --assume go with --estimate")
     run(args.config, args.out, args.store, args.overrides, args.dry_run,
         display=choose_mode(quiet=getattr(args, "verbosity", 0) < 0))
     return 0

@@ -18,7 +18,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -30,13 +29,6 @@ from blindspot.storage import DONE, atomic_write_json, is_done, mark_done
 log = logging.getLogger(__name__)
 
 SHARED_FIELDS = ("init_from", "device", "dtype", "quantize", "seed")  # what the K runs of a group must share
-
-
-def grouping_exact(lora_dropout: float, quantize: str) -> bool:
-    """Whether a grouped run reproduces K single runs (up to float rounding), for the default of
-    `classifier.group_augmentations`: always on CPU; with dropout under a 4-bit base (gradient
-    checkpointing, on CUDA) the masks are reproduced too, but that is not tested on a GPU here."""
-    return lora_dropout == 0 or quantize != "4bit"
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -78,7 +70,14 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
     batches = [train.classifier_batches(clf.tokenizer, clf.template, examples[k], specs[k].labels,
                                         specs[k].optim.batch_size, specs[k].max_length, specs[k].seed,
                                         specs[k].optim.group_by_length) for k in todo]
-    group = AdapterGroup(clf.model, len(todo), device, clf.tokenizer.pad_token_id)
+    try:
+        group = AdapterGroup(clf.model, len(todo), device, clf.tokenizer.pad_token_id)
+    except NotImplementedError as e:
+        log.warning("%s; training the %d runs one by one", e, len(todo))
+        del clf
+        for k in todo:
+            train.train_classifier(specs[k], examples[k], out_dirs[k], cache_dir)
+        return out_dirs
     load_s = time.time() - t0
     t_fit = time.time()
     try:
@@ -107,3 +106,94 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
     log.info("trained %d classifiers together in %.1f s (load %.1f s, MFU %s)", len(todo), time.time() - t0, load_s,
              group_info["mfu"]["mfu"])
     return out_dirs
+
+
+# --- the grid -----------------------------------------------------------------------------------
+
+def group_plan(stages: list[StageSpec], enabled: bool) -> list[list[StageSpec]]:
+    """The augmentation stages of each starting point (two or more), if grouping is `enabled`."""
+    if not enabled:
+        return []
+    by_start: dict[str, list[StageSpec]] = {}
+    for st in stages:
+        if st.stage == "augment":
+            by_start.setdefault(st.inputs["start"].dirname, []).append(st)
+    return [g for g in by_start.values() if len(g) > 1]
+
+
+Item = StageSpec | list[StageSpec]
+
+
+def schedule(todo: list[StageSpec], groups: list[list[StageSpec]]) -> list[Item]:
+    """`todo` (inputs first) with each group's stages still to run as one item, placed where all its
+    members' inputs have run, and every stage that reads a member after it; otherwise in todo order."""
+    left = {s.dirname for s in todo}
+    items: list[Item] = []
+    item_of: dict[str, int] = {}
+    for g in groups:
+        members = [s for s in g if s.dirname in left]
+        if len(members) > 1:
+            for s in members:
+                item_of[s.dirname] = -1 - len(items)  # placeholder until items are numbered below
+            items.append(members)
+    grouped_items, items = items, []
+    for s in todo:
+        slot = item_of.get(s.dirname)
+        if slot is None:
+            item_of[s.dirname] = len(items)
+            items.append(s)
+        elif slot < 0:
+            group = grouped_items[-1 - slot]
+            for m in group:
+                item_of[m.dirname] = len(items)
+            items.append(group)
+    deps = [{item_of[d.dirname] for m in (it if isinstance(it, list) else [it]) for d in m.inputs.values()
+             if d.dirname in item_of} - {i} for i, it in enumerate(items)]
+    order, emitted = [], set()
+    while len(order) < len(items):  # stable: the earliest item whose inputs have all run
+        i = next(i for i in range(len(items)) if i not in emitted and deps[i] <= emitted)
+        emitted.add(i)
+        order.append(items[i])
+    return order
+
+
+def run_group(group: list[StageSpec], store: Path, shown, failed: dict[str, str], labels: dict[str, str]) -> None:
+    """Run a group's augmentation stages as one job, with each stage's own records, as grid.execute
+    runs a stage: stage.json first, timing.json, DONE last; failures recorded in `failed`."""
+    from blindspot.stages import augment_job, cache_dir
+
+    def fail(st: StageSpec, reason: str, skipped: bool = False) -> None:
+        failed[st.dirname], labels[st.dirname] = (f"skipped: {reason}" if skipped else reason), st.label
+        shown.failed_stage(st, reason, skipped=skipped)
+
+    jobs = []  # (stage, out, classifier spec, examples)
+    t0 = time.time()
+    for st in group:
+        bad = [v for v in st.inputs.values() if v.dirname in failed]
+        if bad:
+            fail(st, f"needs {bad[0].label}, which failed", skipped=True)
+            continue
+        out = write_spec(st, store)
+        log.info("stage %s -> %s (trained with %d others)", st.label, out, len(group) - 1)
+        try:
+            jobs.append((st, out, *augment_job(st.spec, out, {k: v.path(store) for k, v in st.inputs.items()})))
+        except BlindspotError as e:
+            fail(st, str(e))
+    if not jobs:
+        return
+    shown.started(jobs[0][0])
+    prep_s = time.time() - t0
+    try:
+        train_classifiers_together([j[2] for j in jobs], [j[3] for j in jobs], [j[1] for j in jobs], cache_dir())
+    except BlindspotError as e:
+        for st, *_ in jobs:
+            fail(st, str(e))
+        return
+    for st, out, *_ in jobs:
+        meta = json.loads((out / "meta.json").read_text())
+        wall = round(prep_s / len(jobs) + meta["wall_s"], 3)
+        atomic_write_json(out / "timing.json", {"label": st.label, "wall_s": wall, "grouped_with": len(jobs) - 1})
+        if not (out / DONE).exists():
+            mark_done(out)
+        shown.started(st)
+        shown.done(st, wall, out)

@@ -147,8 +147,15 @@ def run_start(spec: dict, out: Path, inputs: Inputs) -> None:
 
 def run_augment(spec: dict, out: Path, inputs: Inputs) -> None:
     """Continue a starting point on m label-balanced examples of one source."""
-    from blindspot.data.cleaning import sample_balanced
     from blindspot.train import train_classifier
+
+    train_classifier(*augment_job(spec, out, inputs), out, cache_dir())
+
+
+def augment_job(spec: dict, out: Path, inputs: Inputs):
+    """(ClassifierSpec, examples) of an augmentation; writes train_ids.json (blindspot.group_runs
+    trains a starting point's jobs together)."""
+    from blindspot.data.cleaning import sample_balanced
 
     exclude: list[str] = []
     if spec["exclude_seen"] and spec["source"] == "original":
@@ -160,7 +167,7 @@ def run_augment(spec: dict, out: Path, inputs: Inputs) -> None:
         raise ConfigError(f"augment {spec['source']} m={spec['m']}: {e} in {inputs['data']} "
                           "(raise generation.per_label, or lower augment.sizes)") from None
     atomic_write_json(out / "train_ids.json", [e.id for e in examples])
-    train_classifier(_classifier_spec(spec, inputs, init_from=inputs["start"]), examples, out, cache_dir())
+    return _classifier_spec(spec, inputs, init_from=inputs["start"]), examples
 
 
 def run_evaluate(spec: dict, out: Path, inputs: Inputs) -> None:
