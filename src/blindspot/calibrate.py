@@ -205,15 +205,16 @@ def _generation(cfg, generator: Path, tmp: Path) -> tuple[float, float | None]:
     return rows / meta["wall_s"], (meta.get("mfu") or {}).get("mfu")
 
 
-def flops_only(cfg: ExperimentConfig, plan, sets, assume: dict[str, float], group_size: int) -> Rates:
+def flops_only(cfg: ExperimentConfig, plan, sets, assume: dict[str, float], group_size: int,
+               why: str = "") -> Rates:
     """No model to run here: rates from an assumed MFU of an assumed peak and the model FLOPs of a
     model of the config's shape (built on the meta device), at `tokens` per example."""
     from blindspot.errors import ConfigError
 
     need = [k for k in ("tokens", "mfu", "peak") if k not in assume]
     if need:
-        raise ConfigError(f"--estimate: {cfg.model} cannot run here, so nothing can be measured; to project from "
-                          f"its model FLOPs give {', '.join(need)}, e.g. --assume tokens=80,mfu=0.3,peak=989e12 "
+        raise ConfigError(f"--estimate: nothing can be measured here ({why}); to project from {cfg.model}'s "
+                          f"model FLOPs give {', '.join(need)}, e.g. --assume tokens=80,mfu=0.3,peak=989e12 "
                           "(mean tokens per example, model FLOPs utilisation, device peak FLOP/s)")
     cls, gen = _meta_shapes(cfg)
     rate = assume["mfu"] * assume["peak"]

@@ -136,7 +136,6 @@ def estimate(cfg: ExperimentConfig, plan, store: Path, run_dir: Path, gpus: int 
     assume = assume or {}
     sets = _sets(plan, store, assume)
     group_size = max((len(g) for g in plan.groups), default=1)
-    print(f"calibrating on {cfg.model} (a few training, evaluation and generation batches) ...", flush=True)
     with use_sink(RunDisplay([], 0, lambda _s: ("stage", 0), "off", store)):  # bars counted, not shown
         rates = _rates(cfg, plan, store, sets, assume, group_size)
     items = schedule(list(plan.stages), plan.groups)
@@ -209,13 +208,17 @@ def _sets(plan, store: Path, assume: dict) -> dict | None:
 
 def _rates(cfg, plan, store, sets, assume, group_size) -> Rates:
     from blindspot.calibrate import calibrate, flops_only
+    from blindspot.errors import BlindspotError
 
+    why = "prepare cannot read the data here"
     if sets is not None:
+        print(f"calibrating on {cfg.model} (a few training, evaluation and generation batches) ...", flush=True)
         try:
             return calibrate(cfg, plan, store, group_size)
-        except OSError as e:  # a model that cannot be loaded here
-            log.info("calibration impossible here: %s", e)
-    return flops_only(cfg, plan, sets, assume, group_size)
+        except (OSError, BlindspotError) as e:  # a model that cannot be loaded here
+            why = str(e).splitlines()[0]
+            log.info("calibration impossible here: %s", why)
+    return flops_only(cfg, plan, sets, assume, group_size, why)
 
 
 def format_estimate(r: dict) -> str:
