@@ -8,7 +8,7 @@ Calibration (blindspot.calibrate) measures, on the config's model, device, dtype
 optimiser steps of classifier training alone and of a starting point's augmentations grouped
 (blindspot.grouped), a few of generator training, a few evaluation batches and a few generation
 batches, and the time to load a model. Each stage's time is then its load plus its work (examples,
-from the plan: grid.stage_work) at its kind's rate; a group of augmentations is one job at the
+from the plan: stage_examples) at its kind's rate; a group of augmentations is one job at the
 grouped rate. `--gpus N` list-schedules the stage graph (a group is one task) on N devices.
 
 Where the model or data cannot be read here (a hub model offline), nothing is measured: the table
