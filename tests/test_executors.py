@@ -216,3 +216,97 @@ def _kill_generator_training(store: Path, driver: subprocess.Popen, timeout_s: f
                 return d
         time.sleep(0.05)
     pytest.fail("the generator's training was not seen running with a checkpoint")
+
+
+# --- a group of stages trained together (Plan.groups) -----------------------------------------
+
+class _Display:
+    """RunDisplay's events, recorded."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def started(self, st) -> None:
+        self.events.append(("started", st.label))
+
+    def done(self, st, wall_s, out) -> None:
+        self.events.append(("done", st.label))
+
+    def done_elsewhere(self, st) -> None:
+        self.events.append(("elsewhere", st.label))
+
+    def failed_stage(self, st, reason, skipped=False) -> None:
+        self.events.append(("skipped" if skipped else "failed", st.label))
+
+
+def _fake_stages(monkeypatch, calls: list):
+    """`augment` as a stage kind that writes out/x.txt; its run_group records which members it got."""
+    import types
+
+    from blindspot import stages
+    from blindspot.errors import DataError
+    from blindspot.stages.common import StageModel
+
+    class Spec(StageModel):
+        x: int = 0
+        fail: bool = False
+
+    def run(spec, inputs, out, runtime):
+        if spec.fail:
+            raise DataError("bad data")
+        calls.append(("alone", spec.x))
+        (out / "x.txt").write_text(str(spec.x))
+
+    def run_group(specs, inputs, outs, runtime):
+        calls.append(("group", sorted(s.x for s in specs)))
+        for s, out in zip(specs, outs):
+            (out / "x.txt").write_text(str(s.x))
+        return ["bad data" if s.fail else None for s in specs]
+
+    module = types.SimpleNamespace(Spec=Spec, run=run, run_group=run_group)
+    monkeypatch.setitem(stages.STAGES, "augment", module)
+    monkeypatch.setitem(stages.STAGES, "prepare", module)
+
+
+def test_run_group_holds_each_members_lock_and_writes_its_records(tmp_path, monkeypatch):
+    from blindspot.artifacts import StageSpec
+    from blindspot.store import run_group
+
+    calls: list = []
+    _fake_stages(monkeypatch, calls)
+    members = [StageSpec("augment", {"x": x, "fail": x == 3}, {}, label=f"aug {x}") for x in (1, 2, 3, 4)]
+    store = tmp_path / "store"
+    other = stage_lock(members[3].path(store))  # another run holds member 4
+    other.acquire()
+    out = run_group(members, store, "r1", wait=False)
+    assert calls == [("group", [1, 2, 3])]
+    assert [out[m.dirname].status for m in members] == ["done", "done", "failed", "locked"]
+    for m in members[:2]:
+        d = m.path(store)
+        assert (d / "DONE").exists() and (d / "stage.json").exists()
+        assert json.loads((d / "timing.json").read_text())["grouped_with"] == 2
+        running = [e for e in read_status(d) if e["event"] == "running"]
+        assert len(running) == 1 and running[0]["group"] == [x.dirname for x in members[:3]]
+    assert not (members[2].path(store) / "DONE").exists()
+    assert [e["event"] for e in read_status(members[2].path(store))][-1] == "failed"
+    other.release()
+    again = run_group([members[0], members[3]], store, "r2", wait=False)  # one left to run: as a stage alone
+    assert calls[-1] == ("alone", 4) and again[members[0].dirname].status == "cached"
+    assert again[members[3].dirname].status == "done"
+
+
+def test_local_executor_runs_a_group_as_one_job_and_skips_a_member_whose_input_failed(tmp_path, monkeypatch):
+    from blindspot.artifacts import StageSpec
+    from blindspot.executors.local import run_local
+
+    calls: list = []
+    _fake_stages(monkeypatch, calls)
+    bad = StageSpec("prepare", {"x": 0, "fail": True}, {}, label="bad input")
+    good = StageSpec("prepare", {"x": 9}, {}, label="good input")
+    members = [StageSpec("augment", {"x": x}, {"data": bad if x == 3 else good}, label=f"aug {x}") for x in (1, 2, 3)]
+    shown = _Display()
+    failed = run_local([good, bad, *members], tmp_path, shown, groups=[members])
+    assert calls == [("alone", 9), ("group", [1, 2])]
+    assert failed == {bad.dirname: "bad data", members[2].dirname: "skipped: needs bad input, which failed"}
+    assert ("done", "aug 1") in shown.events and ("done", "aug 2") in shown.events
+    assert all(m.done(tmp_path) for m in members[:2])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from blindspot.config import load_config
 from blindspot.errors import BlindspotError
@@ -114,6 +115,42 @@ def test_changed_value_reruns_only_dependants(data_env):
 
     gen = build_plan(load_config(SMOKE, ["generation.temperature=0.5"]))
     assert kinds(names(gen) - names(base)) == ["audit", "augment", "evaluate", "filter", "generate"]
+
+
+def test_augmentations_are_trained_together_and_match_alone(smoke_run, tmp_path):
+    """Each start's augmentation stages ran as one job (classifier.group_augmentations, default on),
+    into the directories a one-by-one run uses, each with its own records written by the store; a
+    member rerun alone gives the same adapter."""
+    from safetensors.torch import load_file
+
+    from blindspot.stages import augment
+    from blindspot.store import read_status, resolve_runtime
+
+    out, _ = smoke_run
+    store = out / "stages"
+    plan = build_plan(load_config(SMOKE))
+    cfg = load_config(SMOKE)
+    assert [len(g) for g in plan.groups] == [len(cfg.augment.sources) * len(cfg.augment.sizes)] * len(cfg.start_sizes)
+    alone = build_plan(load_config(SMOKE, ["classifier.group_augmentations=false"]))
+    assert alone.groups == [] and [s.dirname for s in alone.stages] == [s.dirname for s in plan.stages]
+    assert all("group_augmentations" not in s.spec.get("classifier", {}) for s in plan.stages)  # not hashed
+    group = plan.groups[-1]
+    for st in group:
+        meta = json.loads((st.path(store) / "meta.json").read_text())
+        assert meta["group"]["size"] == len(group) and meta["mfu"]["mfu"] is not None
+        assert json.loads((st.path(store) / "timing.json").read_text())["grouped_with"] == len(group) - 1
+        events = read_status(st.path(store))
+        running = [e for e in events if e["event"] == "running"]
+        assert len(running) == 1 and sorted(running[0]["group"]) == sorted(m.dirname for m in group)
+        assert [e["event"] for e in events][-1] == "success" and (st.path(store) / "DONE").exists()
+    for st in (group[0], group[-1]):  # shortest and longest run
+        ref = tmp_path / st.dirname
+        ref.mkdir()
+        spec = augment.Spec.model_validate(st.spec)
+        augment.run(spec, {k: v.path(store) for k, v in st.inputs.items()}, ref, resolve_runtime(spec))
+        wg, wa = load_file(st.path(store) / "adapter_model.safetensors"), load_file(ref / "adapter_model.safetensors")
+        for key in wa:
+            torch.testing.assert_close(wg[key], wa[key], rtol=1e-4, atol=1e-6)
 
 
 def test_killed_run_resumes_to_the_same_results(smoke_run, tmp_path):

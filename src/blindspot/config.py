@@ -104,6 +104,21 @@ class ResourceRequest(BaseModel):
     memory_gb: float | None = Field(None, gt=0, description="Memory reserved for the task, GiB (default none).")
 
 
+class ClassifierConfig(ClassifierTraining):
+    """The `classifier` section: the start and augment stages' own spec part (ClassifierTraining, hashed)
+    plus how the grid runs them, which no stage hash covers."""
+
+    group_augmentations: bool = Field(True, description="Train a starting point's augmentation runs together: "
+                                      "one base, K adapters, one job (blindspot.grouped); the same results, up to "
+                                      "float rounding, and the same stage directories as one by one. A model the "
+                                      "grouped path does not support is trained one by one (the log says so). "
+                                      "Not part of any stage's hash.")
+
+    def training(self) -> ClassifierTraining:
+        """The part the stage specs hold (what is hashed): everything but how the grid schedules them."""
+        return ClassifierTraining(**{k: getattr(self, k) for k in ClassifierTraining.model_fields})
+
+
 class ExperimentConfig(BaseModel):
     """One experiment: a model, data, starting sizes x augmentation sources x sizes x seeds."""
 
@@ -126,8 +141,9 @@ class ExperimentConfig(BaseModel):
     augment: AugmentConfig
     seeds: list[int] = Field([0], min_length=1, description="Seeds of each condition (sampling and training).")
     # These sections are the stages' own spec parts (blindspot.stages): the planner puts them into
-    # the start / augment, generator and generate specs as they are.
-    classifier: ClassifierTraining = Field(default_factory=ClassifierTraining)
+    # the start / augment, generator and generate specs as they are (classifier: less
+    # group_augmentations, which says how the grid runs them, not what they compute).
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     generator: GeneratorTraining = Field(default_factory=GeneratorTraining)
     generation: Generation
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)

@@ -35,6 +35,7 @@ from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.executors import ExecutorName, graph_depths
+from blindspot.group_runs import group_plan
 from blindspot.stages import StageModel, spec_json
 from blindspot.stages import audit as audit_stage
 from blindspot.stages import augment as augment_stage
@@ -59,6 +60,7 @@ class Plan:
     stages: list[StageSpec]
     conditions: list[dict] = field(default_factory=list)  # {start_size, source, aug_size, seed, eval: StageSpec}
     audit: StageSpec | None = None
+    groups: list[list[StageSpec]] = field(default_factory=list)  # augmentations trained together (group_runs)
 
 
 def _source_fingerprint(src: DataSource, field: str) -> dict:
@@ -134,9 +136,10 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                 {"data": prepare}, label=f"filter pool {name}")
 
     plan = Plan([prepare])
+    training = cfg.classifier.training()  # the hashed part: group_augmentations is how, not what
     for seed in cfg.seeds:
         for n in cfg.start_sizes:
-            start = _stage("start", start_stage.Spec(**model, n=n, seed=seed, classifier=cfg.classifier,
+            start = _stage("start", start_stage.Spec(**model, n=n, seed=seed, classifier=training,
                                                      sampling=d.start_sampling),
                            model_inputs, label=f"start n={n} seed={seed}")
             _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
@@ -144,7 +147,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                 for m in cfg.augment.sizes:
                     aug = _stage("augment", augment_stage.Spec(
                         **model, source=source, m=m, seed=seed, labels=list(MNLI_LABELS),
-                        exclude_seen=cfg.augment.exclude_seen, classifier=cfg.classifier),
+                        exclude_seen=cfg.augment.exclude_seen, classifier=training),
                         {"start": start, "data": data_inputs[source]},
                         label=f"augment n={n} +{m} {source} seed={seed}")
                     _add_condition(plan, aug, n, source, m, seed, evaluation, prepare)
@@ -153,6 +156,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                             label="audit data")
     targets = [c["eval"] for c in plan.conditions] + ([plan.audit] if plan.audit else [])
     plan.stages = topological_order(targets)
+    plan.groups = group_plan(plan.stages, cfg.classifier.group_augmentations)
     return plan
 
 
@@ -275,11 +279,11 @@ def execute(plan: Plan, store: Path, display: Literal["live", "plain", "off"] = 
         if executor == "ray":
             from blindspot.executors.ray_cluster import run_ray
 
-            failed = run_ray(todo, store, shown, ray_address, resources or {}, device)
+            failed = run_ray(todo, store, shown, ray_address, resources or {}, device, plan.groups)
         else:
             from blindspot.executors.local import run_local
 
-            failed = run_local(todo, store, shown)
+            failed = run_local(todo, store, shown, plan.groups)
     labels = {s.dirname: s.label for s in todo}
     return {labels[d]: reason for d, reason in failed.items()}
 
@@ -388,6 +392,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", metavar="ADDR", default=None,
                         help="with --executor ray: the cluster to join, e.g. HEAD_IP:6379 or auto (default: start "
                         "a Ray instance on this machine for the run)")
+    parser.add_argument("--estimate", action="store_true", help="calibrate on this machine and model, print "
+                        "each stage kind's rate, work and projected hours, write RUN/estimate.md (blindspot.estimate)")
+    parser.add_argument("--gpus", type=int, metavar="N", help="with --estimate: also the wall time on N devices")
+    parser.add_argument("--assume", action="append", default=[], metavar="KEY=N",
+                        help="with --estimate: sizes or rates that cannot be measured here, e.g. pool=391722, "
+                        "valid=0.5, or tokens=80,mfu=0.3,peak=989e12 for a model that cannot run here")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -396,6 +406,13 @@ def main(args: argparse.Namespace) -> int:
 
     if args.ray_address and args.executor != "ray":
         raise ConfigError("--ray-address: needs --executor ray")
+    if args.estimate:
+        from blindspot.estimate import run_estimate
+
+        run_estimate(args.config, args.out, args.store, args.overrides, args.gpus, args.assume)
+        return 0
+    if args.gpus is not None or args.assume:
+        raise ConfigError("--gpus and --assume go with --estimate")
     run(args.config, args.out, args.store, args.overrides, args.dry_run,
         display=choose_mode(quiet=getattr(args, "verbosity", 0) < 0), executor=args.executor,
         ray_address=args.ray_address)

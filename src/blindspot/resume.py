@@ -49,18 +49,26 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(directory: Path, model, opt, sched, pos: Position) -> Path:
-    """Write checkpoints/step-N atomically (temporary directory, then rename); drop older ones."""
+def save_checkpoint(directory: Path, model, opt, sched, pos: Position, weights: dict | None = None,
+                    rng: dict | None = None) -> Path:
+    """Write checkpoints/step-N atomically (temporary directory, then rename); drop older ones.
+
+    `weights` and `rng` default to the model's trainable weights and the global RNG states (a run
+    alone); a grouped run (blindspot.grouped) passes its own slice and its own stream.
+    """
     from safetensors.torch import save_file
 
     root = directory / CHECKPOINTS
     tmp, final = root / f".tmp-step-{pos.step}", root / f"step-{pos.step}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()}, str(tmp / "trainable.safetensors"))
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    if weights is None:
+        weights = {n: p.detach() for n, p in _trainable(model).items()}
+    save_file({n: t.contiguous().cpu() for n, t in weights.items()}, str(tmp / "trainable.safetensors"))
+    if rng is None:
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng}, tmp / "state.pt")
     with open(tmp / "position.json", "w", encoding="utf-8") as f:
         json.dump(pos.__dict__, f)
@@ -80,24 +88,31 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.removeprefix("step-")), default=None)
 
 
-def load_checkpoint(path: Path, model, opt, sched) -> Position:
-    """Restore weights, optimizer, scheduler and RNG from `path`; returns the data position."""
+def read_checkpoint(path: Path) -> tuple[dict, dict, Position]:
+    """(trainable weights by name, {optimizer, scheduler, rng} states, data position) of a checkpoint."""
     from safetensors.torch import load_file
 
-    weights, params = load_file(str(path / "trainable.safetensors")), _trainable(model)
+    state = torch.load(path / "state.pt", weights_only=True, map_location="cpu")
+    pos = Position(**json.loads((path / "position.json").read_text(encoding="utf-8")))
+    return load_file(str(path / "trainable.safetensors")), state, pos
+
+
+def load_checkpoint(path: Path, model, opt, sched) -> Position:
+    """Restore weights, optimizer, scheduler and RNG from `path`; returns the data position."""
+    weights, state, pos = read_checkpoint(path)
+    params = _trainable(model)
     if set(weights) != set(params):
         raise RuntimeError(f"{path}: checkpoint holds other trainable weights than the model "
                            f"({len(weights)} vs {len(params)} tensors)")
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name].to(p.device, p.dtype))
-    state = torch.load(path / "state.pt", weights_only=True, map_location="cpu")
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["cpu"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return Position(**json.loads((path / "position.json").read_text(encoding="utf-8")))
+    return pos
 
 
 def remove_checkpoints(directory: Path) -> None:

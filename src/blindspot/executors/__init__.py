@@ -10,6 +10,12 @@ DONE and its dependants are skipped with the reason; everything else still runs;
 {stage label: reason} of what failed or was skipped, and a rerun resumes. Local (`local.py`)
 runs one stage at a time and steps over a stage that another driver holds, coming back to it;
 Ray (`ray_cluster.py`) submits every ready stage as a task with its resource request.
+
+The unit both run is a job: one stage, or a group of stages that the planner says are trained
+together (Plan.groups: a starting point's augmentations, blindspot.group_runs). A group runs as
+one job (one Ray task, with its kind's resource request) through `store.run_group`, which holds
+every member's lock and writes each member's records; a member whose input failed is skipped
+alone, and a group is ready once the inputs of all its other members are done.
 """
 
 from __future__ import annotations
@@ -20,6 +26,25 @@ from typing import Literal
 from blindspot.artifacts import StageSpec
 
 ExecutorName = Literal["local", "ray"]
+Job = list[StageSpec]  # one stage, or a group trained together
+
+
+def jobs(todo: list[StageSpec], groups: list[list[StageSpec]] | None = None) -> list[Job]:
+    """`todo` (topological order) as jobs: each group's members still to run together, the rest alone."""
+    from blindspot.group_runs import schedule
+
+    return [list(item) if isinstance(item, list) else [item] for item in schedule(todo, groups or [])]
+
+
+def skip_failed_inputs(job: Job, failed: dict[str, str]) -> list[tuple[StageSpec, str]]:
+    """Take the members whose input failed out of `job`; returns them, each with the reason."""
+    out = []
+    for st in list(job):
+        bad = failed_input(st, failed)
+        if bad is not None:
+            job.remove(st)
+            out.append((st, f"needs {bad.label}, which failed"))
+    return out
 
 
 def failed_input(stage: StageSpec, failed: dict[str, str]) -> StageSpec | None:

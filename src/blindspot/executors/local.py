@@ -5,7 +5,8 @@
 Stages run in the plan's order. A stage that another process holds (a second `blindspot run`
 on the same `--store`) is stepped over and tried again later, so two drivers on one store share
 the work instead of queueing behind each other; when nothing else is runnable the driver polls
-until the other one finishes or frees it.
+until the other one finishes or frees it. A group (Plan.groups) is one job: its members are trained
+together, here, under their own locks; members another driver holds stay pending.
 """
 
 from __future__ import annotations
@@ -16,48 +17,58 @@ import uuid
 from pathlib import Path
 
 from blindspot.artifacts import StageSpec
-from blindspot.executors import failed_input, inputs_done
-from blindspot.store import mark_skipped, mark_waiting, run_stage
+from blindspot.executors import Job, inputs_done, jobs, skip_failed_inputs
+from blindspot.store import mark_skipped, mark_waiting, run_group, run_stage
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often a driver looks again at stages another driver holds
 
 
-def run_local(todo: list[StageSpec], store: Path, shown) -> dict[str, str]:
-    """Run `todo` (topological order) here; returns {dirname: reason} of failed and skipped stages."""
+def run_local(todo: list[StageSpec], store: Path, shown, groups: list[list[StageSpec]] | None = None
+              ) -> dict[str, str]:
+    """Run `todo` (topological order) here, each of `groups` as one job; returns {dirname: reason} of
+    failed and skipped stages."""
     run_id = uuid.uuid4().hex[:8]
     for st in todo:
         mark_waiting(st, store, run_id)
-    pending, failed = list(todo), {}
+    pending, failed = jobs(todo, groups), {}
     while pending:
-        st = _next_stage(pending, store, failed, shown, run_id)
-        if st is None:
+        job = _next_job(pending, store, failed, shown, run_id)
+        if job is None:
             time.sleep(POLL_S)  # everything left is held (or waits on what is held) by another driver
     return failed
 
 
-def _next_stage(pending: list[StageSpec], store: Path, failed: dict[str, str], shown, run_id: str) -> StageSpec | None:
-    """Run (or skip) the first pending stage that can go now; None if all are held elsewhere."""
-    for st in pending:
-        bad = failed_input(st, failed)
-        if bad is not None:
-            reason = f"needs {bad.label}, which failed"
+def _next_job(pending: list[Job], store: Path, failed: dict[str, str], shown, run_id: str) -> Job | None:
+    """Run (or skip) the first pending job that can go now; None if all are held elsewhere."""
+    for job in pending:
+        for st, reason in skip_failed_inputs(job, failed):
             failed[st.dirname] = f"skipped: {reason}"
             mark_skipped(st, store, reason, run_id)
             shown.failed_stage(st, reason, skipped=True)
-        elif not inputs_done(st, store):
+        if job and not all(inputs_done(st, store) for st in job):
             continue
+        if len(job) == 1:
+            outcomes = {job[0].dirname: run_stage(job[0], store, run_id, wait=False, on_start=shown.started)}
         else:
-            outcome = run_stage(st, store, run_id, wait=False, on_start=shown.started)
+            outcomes = run_group(job, store, run_id, wait=False, on_start=shown.started) if job else {}
+        if job and all(o.status == "locked" for o in outcomes.values()):
+            continue
+        for st in list(job):
+            outcome = outcomes[st.dirname]
             if outcome.status == "locked":
-                continue
+                continue  # another driver holds it: it stays pending
+            job.remove(st)
             if outcome.status == "failed":
                 failed[st.dirname] = outcome.error or "failed"
                 shown.failed_stage(st, outcome.error or "failed")
             elif outcome.status == "cached":
                 shown.done_elsewhere(st)
             else:
+                if len(outcomes) > 1:
+                    shown.started(st)  # a group member: its own share of the group's time
                 shown.done(st, outcome.wall_s, st.path(store))
-        pending.remove(st)
-        return st
+        if not job:
+            pending.remove(job)
+        return job
     return None

@@ -12,6 +12,8 @@ generator), generation and evaluation one GPU when the config's device is CUDA (
 auto, when the cluster has GPUs), every stage one CPU; `resources:` in the config overrides
 this per kind. A worker that dies mid-stage (killed, node lost) drops its lock with it and Ray
 runs the task again (MAX_RETRIES); a training stage then resumes from its last checkpoint. A
+group of stages trained together (Plan.groups: a starting point's augmentations) is one task
+with the resource request of its kind (`augment`), which holds each member's lock (run_group). A
 stage's log goes to its directory (`stage.log`), the workers' own output to Ray's session logs,
 never to the driver's screen.
 """
@@ -26,8 +28,8 @@ from pathlib import Path
 
 from blindspot.artifacts import StageSpec
 from blindspot.errors import ConfigError
-from blindspot.executors import failed_input, inputs_done
-from blindspot.store import Outcome, mark_skipped, mark_waiting, run_stage
+from blindspot.executors import inputs_done, jobs, skip_failed_inputs
+from blindspot.store import Outcome, mark_skipped, mark_waiting, run_group, run_stage
 
 log = logging.getLogger(__name__)
 GPU_KINDS = ("base", "start", "augment", "generator", "generate", "evaluate")
@@ -73,19 +75,27 @@ def quiet_ray_loggers() -> None:
         logger.propagate = True
 
 
-def _run_on_worker(stage: StageSpec, store: str, run_id: str, threads: int) -> Outcome:
-    """The task: run_stage on the worker with the task's CPUs as torch threads, its log in the stage
-    directory, no progress bars."""
+def _run_on_worker(job: list[StageSpec], store: str, run_id: str, threads: int) -> dict[str, Outcome]:
+    """The task: run_stage (a group: run_group) on the worker with the task's CPUs as torch threads,
+    the log in each stage directory, no progress bars; {dirname: Outcome}."""
+    from contextlib import ExitStack
+
     from blindspot.logsetup import log_to_file
     from blindspot.progress import NullSink, use_sink
 
-    with log_to_file(Path(store) / stage.dirname / STAGE_LOG), use_sink(NullSink()):
-        return run_stage(stage, Path(store), run_id, wait=True, threads=threads)
+    with ExitStack() as stack:
+        for st in job:
+            stack.enter_context(log_to_file(Path(store) / st.dirname / STAGE_LOG))
+        stack.enter_context(use_sink(NullSink()))
+        if len(job) == 1:
+            return {job[0].dirname: run_stage(job[0], Path(store), run_id, wait=True, threads=threads)}
+        return run_group(job, Path(store), run_id, wait=True, threads=threads)
 
 
 def run_ray(todo: list[StageSpec], store: Path, shown, address: str | None, resources: dict[str, dict],
-            device: str = "auto") -> dict[str, str]:
-    """Submit `todo` to Ray as its inputs finish; returns {dirname: reason} of failed and skipped stages."""
+            device: str = "auto", groups: list[list[StageSpec]] | None = None) -> dict[str, str]:
+    """Submit `todo` to Ray as its inputs finish, each of `groups` as one task with its kind's resource
+    request; returns {dirname: reason} of failed and skipped stages."""
     import ray
 
     started_here = not ray.is_initialized()  # else the caller's own ray.init (tests, a notebook)
@@ -95,32 +105,38 @@ def run_ray(todo: list[StageSpec], store: Path, shown, address: str | None, reso
     run_id, store = uuid.uuid4().hex[:8], store.resolve()
     for st in todo:
         mark_waiting(st, store, run_id)
-    pending, running, failed = list(todo), {}, {}
+    pending, running, failed = jobs(todo, groups), {}, {}
     shown.parallel = True
+
+    def counts() -> tuple[int, int]:  # stages running, stages waiting
+        return sum(len(j) for j in running.values()), sum(len(j) for j in pending)
+
     try:
         while pending or running:
-            for st in list(pending):
-                bad = failed_input(st, failed)
-                if bad is not None:
-                    pending.remove(st)
-                    failed[st.dirname] = f"skipped: needs {bad.label}, which failed"
-                    mark_skipped(st, store, f"needs {bad.label}, which failed", run_id)
-                    shown.grid_counts = (len(running), len(pending))
-                    shown.failed_stage(st, f"needs {bad.label}, which failed", skipped=True)
-                elif inputs_done(st, store):
-                    pending.remove(st)
-                    options = stage_resources(st.stage, resources, gpus)
+            for job in list(pending):
+                for st, reason in skip_failed_inputs(job, failed):
+                    failed[st.dirname] = f"skipped: {reason}"
+                    mark_skipped(st, store, reason, run_id)
+                    shown.grid_counts = counts()
+                    shown.failed_stage(st, reason, skipped=True)
+                if not job:
+                    pending.remove(job)
+                elif all(inputs_done(st, store) for st in job):
+                    pending.remove(job)
+                    options = stage_resources(job[0].stage, resources, gpus)  # a group: as one of its stages
+                    name = job[0].label if len(job) == 1 else f"{job[0].label} (+{len(job) - 1} together)"
                     running[task.options(**options, max_retries=MAX_RETRIES, retry_exceptions=False,
-                                         name=st.label).remote(st, str(store), run_id,
-                                                               max(1, int(options["num_cpus"])))] = st
-                    log.info("ray: submitted %s %s", st.label, options)
-            shown.grid_counts = (len(running), len(pending))
+                                         name=name).remote(job, str(store), run_id,
+                                                           max(1, int(options["num_cpus"])))] = job
+                    log.info("ray: submitted %s %s", name, options)
+            shown.grid_counts = counts()
             if not running:
                 time.sleep(1.0)  # what is left waits on stages another driver holds
                 continue
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in ready:
-                _finished(running.pop(ref), ref, store, failed, shown, len(running), len(pending))
+                job = running.pop(ref)
+                _finished(job, ref, store, failed, shown, counts())
     finally:
         for ref in running:
             ray.cancel(ref, force=True)
@@ -129,21 +145,24 @@ def run_ray(todo: list[StageSpec], store: Path, shown, address: str | None, reso
     return failed
 
 
-def _finished(st: StageSpec, ref, store: Path, failed: dict[str, str], shown, running: int, waiting: int) -> None:
+def _finished(job: list[StageSpec], ref, store: Path, failed: dict[str, str], shown, counts: tuple[int, int]) -> None:
     import ray
 
     try:
-        outcome = ray.get(ref)
+        outcomes = ray.get(ref)
     except ray.exceptions.RayError as e:  # the stage raised something unexpected, or its worker kept dying
         cause = getattr(e, "cause", None) or e
-        outcome = Outcome("failed", error=f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1]}")
-        log.error("ray: %s failed: %s", st.label, e)
-    shown.grid_counts = (running, waiting)
-    if outcome.status == "failed":
-        failed[st.dirname] = outcome.error or "failed"
-        shown.failed_stage(st, outcome.error or "failed")
-    elif outcome.status == "cached":
-        shown.done_elsewhere(st)
-    else:
-        log.info("ray: %s done on %s in %.1f s", st.label, outcome.host, outcome.wall_s)
-        shown.done(st, outcome.wall_s, st.path(store))
+        error = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1]}"
+        outcomes = {st.dirname: Outcome("failed", error=error) for st in job}
+        log.error("ray: %s failed: %s", job[0].label, e)
+    shown.grid_counts = counts
+    for st in job:
+        outcome = outcomes[st.dirname]
+        if outcome.status == "failed":
+            failed[st.dirname] = outcome.error or "failed"
+            shown.failed_stage(st, outcome.error or "failed")
+        elif outcome.status == "cached":
+            shown.done_elsewhere(st)
+        else:
+            log.info("ray: %s done on %s in %.1f s", st.label, outcome.host, outcome.wall_s)
+            shown.done(st, outcome.wall_s, st.path(store))

@@ -22,10 +22,10 @@ class Spec(ModelChoice):
     classifier: ClassifierTraining
 
 
-def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
-    """Sample m balanced examples from the `data` input (minus the start's, if asked) and continue `start`."""
+def job(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime):
+    """(ClassifierSpec, examples) of the stage: m balanced examples from the `data` input (minus the
+    start's, if asked), to continue `start` on; writes train_ids.json."""
     from blindspot.data.cleaning import sample_balanced
-    from blindspot.train import train_classifier
 
     exclude: list[str] = []
     if spec.exclude_seen and spec.source == "original":
@@ -37,5 +37,31 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
         raise ConfigError(f"augment {spec.source} m={spec.m}: {e} in {inputs['data']} "
                           "(raise generation.per_label, or lower augment.sizes)") from None
     atomic_write_json(out / "train_ids.json", [e.id for e in examples])
-    train_classifier(classifier_spec(spec, spec.classifier, spec.seed, inputs, runtime, init_from=inputs["start"]),
-                     examples, out, runtime.cache_dir, write_done=False)
+    return classifier_spec(spec, spec.classifier, spec.seed, inputs, runtime, init_from=inputs["start"]), examples
+
+
+def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
+    """Sample m balanced examples from the `data` input (minus the start's, if asked) and continue `start`."""
+    from blindspot.train import train_classifier
+
+    train_classifier(*job(spec, inputs, out, runtime), out, runtime.cache_dir, write_done=False)
+
+
+def run_group(specs: list[Spec], inputs: list[Inputs], outs: list[Path], runtime: Runtime) -> list[str | None]:
+    """Several augment stages that continue one start, trained together (blindspot.group_runs): each
+    one's job, then one base with K adapters. Returns each member's error (None: it ran); a member
+    whose sample fails is left out. A BlindspotError of the joint training fails them all."""
+    from blindspot.errors import BlindspotError
+    from blindspot.group_runs import train_classifiers_together
+
+    errors: list[str | None] = [None] * len(specs)
+    jobs = []
+    for k, (spec, inp, out) in enumerate(zip(specs, inputs, outs)):
+        try:
+            jobs.append((k, *job(spec, inp, out, runtime)))
+        except BlindspotError as e:
+            errors[k] = str(e)
+    if jobs:
+        train_classifiers_together([j[1] for j in jobs], [j[2] for j in jobs], [outs[j[0]] for j in jobs],
+                                   runtime.cache_dir, write_done=False)
+    return errors
