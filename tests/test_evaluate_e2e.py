@@ -93,7 +93,7 @@ def test_evaluate_follows_the_asked_dtype(classifiers, tmp_path):
     runs = {dt: evaluate(trained, {"mnli_m": str(mnli)}, tmp_path / dt, per_label=2, dtype=dt)
             for dt in ("float32", "bfloat16")}
     meta = {dt: json.loads((out / "meta.json").read_text()) for dt, out in runs.items()}
-    assert meta["float32"]["dtype"] == "torch.float32" and meta["bfloat16"]["dtype"] == "torch.bfloat16"
+    assert meta["float32"]["dtype"] == "float32" and meta["bfloat16"]["dtype"] == "bfloat16"
     assert meta["bfloat16"]["spec"]["dtype"] == "bfloat16"
     preds = {dt: [json.loads(x)["pred"] for x in (out / "predictions" / "mnli_m.jsonl").read_text().splitlines()]
              for dt, out in runs.items()}
