@@ -223,11 +223,19 @@ def test_screen_is_one_line_per_stage_and_a_summary(smoke_cli):
     n = len(plan.stages)
     assert lines[0] == f"{n} stages: 0 cached, {n} to run"
     stage_lines = lines[1:1 + n]
-    for i, (line, st) in enumerate(zip(stage_lines, plan.stages), 1):
-        assert line.startswith(f"[{i:>2}/{n}] {st.label} "), line
-        assert _normalised(line).startswith(f"[{i:>2}/{n}] {st.label} T"), line
+    # one line per stage, numbered in the order they finished (a start's augmentations train as a
+    # group, so that is not the plan's order)
+    by_label = {st.label: st for st in plan.stages}
+    seen = []
+    for i, line in enumerate(stage_lines, 1):
+        label = next((lab for lab in sorted(by_label, key=len, reverse=True)
+                      if line.startswith(f"[{i:>2}/{n}] {lab} ")), None)
+        assert label is not None, line
+        assert _normalised(line).startswith(f"[{i:>2}/{n}] {label} T"), line
         assert line.endswith(")") == (i < n), line  # the ETA on every line but the last
-    evaluate = [ln for ln, st in zip(stage_lines, plan.stages) if st.stage == "evaluate"]
+        seen.append(label)
+    assert sorted(seen) == sorted(by_label)
+    evaluate = [ln for ln, lab in zip(stage_lines, seen) if by_label[lab].stage == "evaluate"]
     assert all(re.search(r"predict ex/s · hans \d+\.\d% \(lexical-overlap non-entailment \d+\.\d%\) · "
                          r"mnli-matched \d+\.\d%", ln) for ln in evaluate), evaluate
     summary = lines[1 + n:]
@@ -287,18 +295,19 @@ def test_base_stage_killed_after_building_its_model_builds_it_again(tmp_path):
     over (build_tiny_llama refused the non-empty directory) and ends with the uninterrupted model."""
     from blindspot.data.example import save_examples
     from blindspot.models import TINY_LLAMA_SHAPE, base_fingerprint
-    from blindspot.stages import run_base
+    from blindspot.stages import base as base_stage
+    from blindspot.stages.common import Runtime
     from test_generator import fixture_examples
 
     prepare = tmp_path / "prepare"
     prepare.mkdir()
     save_examples(prepare / "pool.jsonl", fixture_examples())
     (prepare / "sets.json").write_text(json.dumps({"pool": {"labels": ["entailment", "neutral", "contradiction"]}}))
-    spec = {"model": "tiny-llama", "vocab_size": 300, "shape": dict(TINY_LLAMA_SHAPE), "seed": 0,
-            "pretrain_examples": 6, "epochs": 1, "max_length": 160}
-    run_base(spec, tmp_path / "clean", {"prepare": prepare})
+    spec = base_stage.Spec(model="tiny-llama", vocab_size=300, shape=dict(TINY_LLAMA_SHAPE), seed=0,
+                           pretrain_examples=6, epochs=1, max_length=160)
+    base_stage.run(spec, {"prepare": prepare}, tmp_path / "clean", Runtime())
     killed = tmp_path / "killed"
     (killed / "model").mkdir(parents=True)
     (killed / "model" / "config.json").write_text("{}")  # what a kill mid-stage leaves: a built, unfinished model
-    run_base(spec, killed, {"prepare": prepare})
+    base_stage.run(spec, {"prepare": prepare}, killed, Runtime())
     assert base_fingerprint(killed / "model") == base_fingerprint(tmp_path / "clean" / "model")
