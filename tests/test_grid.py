@@ -219,15 +219,18 @@ def test_screen_is_one_line_per_stage_and_a_summary(smoke_cli):
     assert smoke_cli["stderr"] == ""  # no library message, bar or warning reached the screen
     lines = stdout.splitlines()
     assert not [ln for ln in lines if any(n in ln for n in NOISE)]
+    from blindspot.executors import jobs
+
     plan = build_plan(load_config(SMOKE))
     n = len(plan.stages)
     assert lines[0] == f"{n} stages: 0 cached, {n} to run"
     stage_lines = lines[1:1 + n]
-    for i, (line, st) in enumerate(zip(stage_lines, plan.stages), 1):
+    order = [st for job in jobs(plan.stages, plan.groups) for st in job]  # a group's members one after another
+    for i, (line, st) in enumerate(zip(stage_lines, order), 1):
         assert line.startswith(f"[{i:>2}/{n}] {st.label} "), line
         assert _normalised(line).startswith(f"[{i:>2}/{n}] {st.label} T"), line
         assert line.endswith(")") == (i < n), line  # the ETA on every line but the last
-    evaluate = [ln for ln, st in zip(stage_lines, plan.stages) if st.stage == "evaluate"]
+    evaluate = [ln for ln, st in zip(stage_lines, order) if st.stage == "evaluate"]
     assert all(re.search(r"predict ex/s · hans \d+\.\d% \(lexical-overlap non-entailment \d+\.\d%\) · "
                          r"mnli-matched \d+\.\d%", ln) for ln in evaluate), evaluate
     summary = lines[1 + n:]
