@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -112,7 +113,7 @@ def test_ray_local_instance_gives_the_local_table(reference, tmp_path, monkeypat
 
     for k, v in _env().items():
         monkeypatch.setenv(k, v)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         run(SMOKE, out=tmp_path / "ray", overrides=[SMALL[1], SMALL[3]], display="off", executor="ray")
     finally:
@@ -137,6 +138,26 @@ def _ray_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _forget_cluster(port: int) -> None:
+    """`ray start --head` leaves its address in /tmp/ray/ray_current_cluster, where a later bare
+    ray.init() would look for it: remove it once this test's cluster is gone (if it is still ours)."""
+    current = Path("/tmp/ray/ray_current_cluster")
+    if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+        current.unlink(missing_ok=True)
+
+
+def _wait_for_head(port: int, env: dict, timeout_s: float = 180) -> None:
+    """Until `ray status` reaches the head (a loaded machine takes tens of seconds to start it)."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if subprocess.run([str(ray_bin), "status", f"--address=127.0.0.1:{port}"], env=env, capture_output=True,
+                          timeout=60).returncode == 0:
+            return
+        time.sleep(2)
+    pytest.fail(f"the Ray head on port {port} did not come up in {timeout_s:.0f} s")
+
+
 def _stop(node: subprocess.Popen) -> None:
     for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
         try:
@@ -152,12 +173,15 @@ def _stop(node: subprocess.Popen) -> None:
 @pytest.mark.slow
 def test_two_node_ray_cluster_survives_a_killed_worker(reference, tmp_path):
     pytest.importorskip("ray")
-    env, port = _env(), _free_port()
+    # Ray's token authentication with a token of the test's own, given to the head, the worker and
+    # the driver alike (as on a real cluster), so nothing depends on ~/.ray/auth_token
+    env = {**_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    port = _free_port()
     head = _ray_node(["--head", "--node-ip-address", "127.0.0.1", f"--port={port}", "--num-cpus", "1",
                       "--include-dashboard", "false"], env, tmp_path / "head.log")
     nodes = [head]
     try:
-        time.sleep(5)
+        _wait_for_head(port, env)
         nodes.append(_ray_node([f"--address=127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1"],
                                env, tmp_path / "worker.log"))
         out = tmp_path / "cluster"
@@ -170,6 +194,7 @@ def test_two_node_ray_cluster_survives_a_killed_worker(reference, tmp_path):
     finally:
         for node in reversed(nodes):
             _stop(node)
+        _forget_cluster(port)
     assert stderr == ""  # nothing of Ray's on the screen
     events = read_status(killed)
     assert [e["event"] for e in events].count("running") == 2  # killed, then run again by Ray

@@ -147,6 +147,7 @@ def _evaluation(cfg, tmp: Path, model, tokenizer, prepare: Path, plan) -> tuple[
     from blindspot.evaluate import evaluate
     from blindspot.models import base_identity, save_adapter_dir
     from blindspot.stages.common import load_prepared
+    from blindspot.storage import mark_done
     from blindspot.train import _format
 
     clf = tmp / "classifier"
@@ -155,6 +156,7 @@ def _evaluation(cfg, tmp: Path, model, tokenizer, prepare: Path, plan) -> tuple[
                                                                                  Path(model.name_or_path)),
             "lora": cfg.classifier.lora.model_dump(mode="json"), "max_length": cfg.classifier.max_length}
     save_adapter_dir(model, tokenizer, clf, "classifier.json", info, [], {})
+    mark_done(clf)  # evaluate loads only finished classifiers
     n = cfg.evaluation.batch_size * EVAL_BATCHES
     sets = {}
     for name in cfg.data.eval:

@@ -43,7 +43,7 @@ from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect
 from blindspot.parsing import GenerationTemplate, check_template
 from blindspot.mfu import training_mfu
 from blindspot.runmeta import run_metadata
-from blindspot.storage import is_done
+from blindspot.storage import is_done, mark_done
 from blindspot.templates import END_MARKER, GENERATOR_BODY, GENERATOR_PREFIX
 from blindspot.train import OptimSpec, fit, load_training_examples
 
@@ -198,7 +198,9 @@ def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_d
                                     "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
                         train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
-    save_adapter_dir(model, tokenizer, out_dir, "generator.json", info, result.log, meta, write_done)
+    save_adapter_dir(model, tokenizer, out_dir, "generator.json", info, result.log, meta)
+    if write_done:
+        mark_done(out_dir)
     return out_dir
 
 

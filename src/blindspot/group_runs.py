@@ -26,7 +26,7 @@ import torch
 from blindspot.artifacts import StageSpec
 from blindspot.data.example import NLIExample
 from blindspot.errors import ConfigError
-from blindspot.storage import is_done
+from blindspot.storage import is_done, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,9 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
         meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=wall,
                             train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu,
                             group=group_info)
-        save_adapter_dir(clf.model, clf.tokenizer, out_dirs[k], "classifier.json", info, result.log, meta, write_done)
+        save_adapter_dir(clf.model, clf.tokenizer, out_dirs[k], "classifier.json", info, result.log, meta)
+        if write_done:
+            mark_done(out_dirs[k])
     log.info("trained %d classifiers together in %.1f s (load %.1f s, MFU %s)", len(todo), time.time() - t0, load_s,
              group_info["mfu"]["mfu"])
     return out_dirs

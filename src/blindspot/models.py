@@ -38,7 +38,7 @@ from blindspot.errors import CheckpointError, ConfigError
 from blindspot.logsetup import gguf_bar_hidden
 from blindspot.lora import LoraSpec, add_lora  # noqa: F401  (part of this module's interface)
 from blindspot.resume import remove_checkpoints
-from blindspot.storage import atomic_write_json, atomic_write_jsonl, mark_done
+from blindspot.storage import atomic_write_json, atomic_write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -417,11 +417,9 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict, log_rows: list[dict],
-                     meta: dict, write_done: bool = True) -> None:
-    """Adapter (safetensors) and tokenizer, `info_name`, train_log.jsonl, meta.json, then DONE.
-
-    `write_done` False: the caller owns the directory and writes DONE itself (the grid's store).
-    """
+                     meta: dict) -> None:
+    """Adapter (safetensors) and tokenizer, `info_name`, train_log.jsonl, meta.json; no DONE (the caller
+    writes it: the training function standalone, the store in a grid)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
     try:
@@ -435,8 +433,6 @@ def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict
     atomic_write_jsonl(out_dir / "train_log.jsonl", log_rows)
     atomic_write_json(out_dir / "meta.json", meta)
     remove_checkpoints(out_dir)  # the weights are saved: mid-training checkpoints are not needed
-    if write_done:
-        mark_done(out_dir)
     log.info("saved %s", out_dir / info_name)
 
 

@@ -31,7 +31,7 @@ from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect
                               load_tokenizer, read_adapter_info, resolve_model, save_adapter_dir, verified_base)
 from blindspot.mfu import training_mfu
 from blindspot.runmeta import run_metadata
-from blindspot.storage import is_done
+from blindspot.storage import is_done, mark_done
 from blindspot.templates import CLASSIFIER_TEMPLATES, encode_classifier_inputs
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,9 @@ def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | No
                       "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
     meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
                         train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
-    save_adapter_dir(model, tokenizer, out_dir, "classifier.json", info, result.log, meta, write_done)
+    save_adapter_dir(model, tokenizer, out_dir, "classifier.json", info, result.log, meta)
+    if write_done:
+        mark_done(out_dir)
     return out_dir
 
 

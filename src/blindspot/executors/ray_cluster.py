@@ -58,7 +58,9 @@ def connect(address: str | None) -> None:
     quiet_ray_loggers()
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     t0 = time.time()
-    ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING,
+    # "local": a new instance here, never the cluster that /tmp/ray/ray_current_cluster names (a
+    # `ray start` on this machine, perhaps long dead), which ray.init() without an address would join
+    ray.init(address=address or "local", log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=False, runtime_env={"env_vars": env}, ignore_reinit_error=True)
     log.info("ray: connected to %s in %.1f s; resources %s", address or "a new local instance", time.time() - t0,
              ray.cluster_resources())
