@@ -42,7 +42,7 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
     `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
     """
     from blindspot import train
-    from blindspot.grouped import AdapterGroup
+    from blindspot.grouped import AdapterGroup, UngroupableModel
     from blindspot.mfu import mfu_record, training_mfu, TRAIN_FORMULA
     from blindspot.models import detect_device, save_adapter_dir
     from blindspot.runmeta import run_metadata
@@ -77,7 +77,7 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
                                         specs[k].optim.group_by_length) for k in todo]
     try:
         group = AdapterGroup(clf.model, len(todo), device, clf.tokenizer.pad_token_id)
-    except NotImplementedError as e:
+    except UngroupableModel as e:
         log.warning("%s; training the %d runs one by one", e, len(todo))
         del clf
         for k in todo:

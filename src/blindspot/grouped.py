@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 Batches = Callable[[int], Sequence[dict]]  # epoch -> micro-batches (dicts of input_ids, attention_mask, labels)
 
 
+class UngroupableModel(ValueError):
+    """A model whose trainable parts are not only LoRA A/B and the classifier head: train it alone."""
+
+
 class AdapterRNG:
     """One copy of the device's global RNG state per run, swapped in around that run's random draws."""
 
@@ -143,7 +147,7 @@ class AdapterGroup:
                 continue
             head = self.hf.score if hasattr(self.hf, "score") else None
             if ".score.modules_to_save.default." not in name or head is None:
-                raise NotImplementedError(f"grouped training: trainable parameter {name} is neither LoRA A/B nor "
+                raise UngroupableModel(f"grouped training: trainable parameter {name} is neither LoRA A/B nor "
                                           "the classifier head (LoRA bias, DoRA or other modules are not supported)")
             self.head[name.rsplit(".", 1)[-1]] = stacked
         for name, module in model.named_modules():

@@ -62,3 +62,14 @@ def graph_depths(stages: list[StageSpec]) -> dict[str, int]:
     for st in stages:  # topological order: inputs first
         depth[st.dirname] = 1 + max((depth[v.dirname] for v in st.inputs.values()), default=-1)
     return depth
+
+
+def report_outcome(stage: StageSpec, outcome, failed: dict[str, str], shown, store: Path) -> None:
+    """Show one finished stage (failed, done by another run, or done here) and record a failure."""
+    if outcome.status == "failed":
+        failed[stage.dirname] = outcome.error or "failed"
+        shown.failed_stage(stage, outcome.error or "failed")
+    elif outcome.status == "cached":
+        shown.done_elsewhere(stage)
+    else:
+        shown.done(stage, outcome.wall_s, stage.path(store))

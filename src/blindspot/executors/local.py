@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from blindspot.artifacts import StageSpec
-from blindspot.executors import Job, inputs_done, jobs, skip_failed_inputs
+from blindspot.executors import Job, inputs_done, jobs, report_outcome, skip_failed_inputs
 from blindspot.store import mark_skipped, mark_waiting, run_group, run_stage
 
 log = logging.getLogger(__name__)
@@ -59,15 +59,9 @@ def _next_job(pending: list[Job], store: Path, failed: dict[str, str], shown, ru
             if outcome.status == "locked":
                 continue  # another driver holds it: it stays pending
             job.remove(st)
-            if outcome.status == "failed":
-                failed[st.dirname] = outcome.error or "failed"
-                shown.failed_stage(st, outcome.error or "failed")
-            elif outcome.status == "cached":
-                shown.done_elsewhere(st)
-            else:
-                if len(outcomes) > 1:
-                    shown.started(st)  # a group member: its own share of the group's time
-                shown.done(st, outcome.wall_s, st.path(store))
+            if outcome.status == "done" and len(outcomes) > 1:
+                shown.started(st)  # a group member: its own share of the group's time
+            report_outcome(st, outcome, failed, shown, store)
         if not job:
             pending.remove(job)
         return job

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from blindspot.artifacts import StageSpec
 from blindspot.errors import ConfigError
-from blindspot.executors import inputs_done, jobs, skip_failed_inputs
+from blindspot.executors import inputs_done, jobs, report_outcome, skip_failed_inputs
 from blindspot.store import Outcome, mark_skipped, mark_waiting, run_group, run_stage
 
 log = logging.getLogger(__name__)
@@ -158,11 +158,6 @@ def _finished(job: list[StageSpec], ref, store: Path, failed: dict[str, str], sh
     shown.grid_counts = counts
     for st in job:
         outcome = outcomes[st.dirname]
-        if outcome.status == "failed":
-            failed[st.dirname] = outcome.error or "failed"
-            shown.failed_stage(st, outcome.error or "failed")
-        elif outcome.status == "cached":
-            shown.done_elsewhere(st)
-        else:
+        if outcome.status == "done":
             log.info("ray: %s done on %s in %.1f s", st.label, outcome.host, outcome.wall_s)
-            shown.done(st, outcome.wall_s, st.path(store))
+        report_outcome(st, outcome, failed, shown, store)
