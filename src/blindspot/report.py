@@ -4,7 +4,8 @@
 
 Reads only files: RUN_DIR/results/index.json (or the saved results table), the evaluations'
 metrics.json and predictions, and RUN_DIR/audit.md when present. Writes into RUN_DIR/report/:
-figure_main.png (the paper's figure), figure_heuristics.png, paired_tests.csv, report.md,
+figure_main.png (the paper's figure), figure_heuristics.png, figure_rounds.png (repeated
+generations, blindspot.rounds_report, when the run has them), paired_tests.csv, report.md,
 report.html and a DONE marker.
 """
 
@@ -30,6 +31,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from blindspot.costs import cost_table  # noqa: E402
 from blindspot.errors import BlindspotError  # noqa: E402
 from blindspot.findings import findings_blocks  # noqa: E402
+from blindspot.rounds_report import rounds_blocks  # noqa: E402
 from blindspot.results import (AGGREGATED_CSV, RESULTS_CSV, RESULTS_PARQUET, START, aggregate_seeds,  # noqa: E402
                                comparison_pairs, load_index, load_results, paired_tests)
 from blindspot.storage import DONE, atomic_write_bytes, atomic_write_text, mark_done  # noqa: E402
@@ -426,6 +428,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
     paired, tests = _paired_blocks(df, run_dir, lines)
     blocks += findings_blocks(tests, agg, general, challenge, BLINDSPOT_SLICE)
     blocks += _reliance_blocks(agg, challenge)
+    blocks += rounds_blocks(run_dir, agg, lines, out_dir, _save_png)  # repeated generations, if any
     slices = heuristic_slices(df, challenge)
     if slices:
         _save_png(build_heuristic_figure(df, challenge), out_dir / "figure_heuristics.png")
