@@ -52,7 +52,7 @@ def by_label(plan) -> dict:
 
 @pytest.mark.parametrize("generations, needle", [
     ({"rounds": 0}, "field 'generations.rounds'"),
-    ({"rounds": 2, "mode": "both"}, "field 'generations.mode'"),
+    ({"rounds": 2, "mode": "both"}, "field 'generations.mode[0]': Input should be 'replace' or 'accumulate'"),
     ({"rounds": 2, "mode": ["replace", "replace"]}, "field 'generations.mode'"),
     ({"rounds": 2, "real_fraction": 1.0}, "field 'generations.real_fraction'"),
     ({"rounds": 2, "size": 3}, "field 'generations.size': unknown field"),
@@ -72,6 +72,8 @@ def test_rounds_need_the_synthetic_source_and_a_training_size(tmp_path):
     raw["generator"] = {}  # the whole pool: the next round's size must be given
     with pytest.raises(ConfigError, match="generations.train_size: needed"):
         parse_config(raw)
+    with pytest.raises(ConfigError, match="fewer than 3 synthetic examples"):
+        parse_config(raw_config(tmp_path, {"rounds": 2, "train_size": 4, "real_fraction": 0.5}))
     assert parse_config(raw_config(tmp_path)).generations.rounds == 1
 
 
@@ -239,15 +241,17 @@ def test_the_stage_records_its_training_ids_and_trains_on_them(tmp_path, monkeyp
                         lambda spec, examples, out, cache, write_done: seen.update(ids=[e.id for e in examples]))
     inputs = _dirs(tmp_path, 3)
     out = tmp_path / "out"
-    generator_stage.run(_spec(3, "accumulate"), inputs, out, Runtime())
+    generator_stage.run(_spec(3, "accumulate", train_size=36), inputs, out, Runtime())  # all 12/label of each
     recorded = json.loads((out / "train_ids.json").read_text())
-    assert recorded == seen["ids"] and set(_ids(inputs["synthetic-r2"])) <= set(recorded)
-    assert json.loads((out / "train_sources.json").read_text())["round 2: synthetic"] == 30
+    assert recorded == seen["ids"] and set(_ids(inputs["synthetic-r2"])) | set(_ids(inputs["synthetic-r1"])) < set(recorded)
+    assert json.loads((out / "train_sources.json").read_text())["round 2: synthetic"] == 36
 
 
 def test_later_rounds_write_ids_of_their_own():
     spec = lambda **kw: generate_stage.Spec(generation=generate_stage.Generation(per_label=3), sets=[], **kw)  # noqa: E731
-    assert spec().id_prefix() == "" and "round" not in generate_stage.spec_json(spec())
+    from blindspot.stages import spec_json
+
+    assert spec().id_prefix() == "" and "round" not in spec_json(spec()) and "mode" not in spec_json(spec())
     assert spec(round=2, mode="accumulate").id_prefix() == "round2-accumulate-"
 
 

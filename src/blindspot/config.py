@@ -104,8 +104,8 @@ class GenerationsConfig(BaseModel):
 
     model_config = FROZEN
     rounds: int = Field(1, ge=1, description="Rounds K, counting the paper's generator (1 = the paper only).")
-    mode: GenerationMode | list[GenerationMode] = Field("replace", description="replace, accumulate, or a list "
-                                                        "of both (each its own chain of rounds after round 1).")
+    mode: list[GenerationMode] = Field(["replace"], description="replace, accumulate, or a list of both (each "
+                                       "its own chain of rounds after round 1).")
     real_fraction: float = Field(0.0, ge=0, lt=1, description="Share of each round's contribution to the next "
                                  "round's training set that is real pool pairs (0 = all synthetic).")
     train_size: int | None = Field(None, ge=1, description="Examples each round contributes to the next round's "
@@ -113,12 +113,13 @@ class GenerationsConfig(BaseModel):
                                    "examples wrote no valid example (docs/LOG.md): keep it near round 1's size.")
 
     def modes(self) -> list[str]:
-        return list(dict.fromkeys([self.mode] if isinstance(self.mode, str) else self.mode))
+        return list(self.mode)
 
-    @field_validator("mode")
+    @field_validator("mode", mode="before")
     @classmethod
-    def _some_mode(cls, v):
-        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+    def _one_or_a_list(cls, v):
+        v = [v] if isinstance(v, str) else v
+        if isinstance(v, list) and (not v or len(set(map(str, v))) != len(v)):
             raise ValueError(f"expected replace, accumulate or a list of distinct modes, got {v}")
         return v
 
@@ -208,9 +209,14 @@ class ExperimentConfig(BaseModel):
             if "synthetic" not in self.augment.sources:
                 raise ValueError("generations.rounds > 1: augment.sources needs 'synthetic' (each round's data "
                                  "augments the starting points as the synthetic source does)")
-            if self.generations.train_size is None and self.generator.train_size is None:
+            g = self.generations
+            if g.train_size is None and self.generator.train_size is None:
                 raise ValueError("generations.train_size: needed when generator.train_size is the whole pool "
                                  "(how many examples each round writes for the next round's training)")
+            size = g.train_size or self.generator.train_size
+            if size - round(g.real_fraction * size) < 3:
+                raise ValueError(f"generations: a round's contribution of {size} with real_fraction "
+                                 f"{g.real_fraction} leaves fewer than 3 synthetic examples (one per label)")
         return self
 
     def needs_synthetic(self) -> bool:

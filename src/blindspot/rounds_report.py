@@ -118,6 +118,10 @@ def _share_cell(a: dict, group: str) -> str:
     return f"{100 * share:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] ({k}/{n})"
 
 
+def _num(x: float | None, digits: int) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
 def audit_table(info: dict) -> pd.DataFrame:
     """The audit of each round's synthetic data (and the real pool first), one row per set."""
     rows = []
@@ -139,9 +143,9 @@ def audit_table(info: dict) -> pd.DataFrame:
         with_n = feats["n_with"]
         row["entailment % among overlap pairs"] = ("–" if not with_n else
                                                    f"{100 * feats['entailment_share_with']:.1f}% (n={with_n})")
-        div = a["diversity"]["full"]["hypothesis"]
-        row["distinct-1 / -2 hyp."] = f"{div['distinct_1']:.3f} / {div['distinct_2']:.3f}"
-        row["premise / hyp. words"] = f"{a['lengths']['premise_words']:.1f} / {a['lengths']['hypothesis_words']:.1f}"
+        div, lengths = a["diversity"]["full"]["hypothesis"], a["lengths"]
+        row["distinct-1 / -2 hyp."] = f"{_num(div['distinct_1'], 3)} / {_num(div['distinct_2'], 3)}"
+        row["premise / hyp. words"] = f"{_num(lengths['premise_words'], 1)} / {_num(lengths['hypothesis_words'], 1)}"
         rows.append(row)
     return pd.DataFrame(rows)
 
