@@ -141,7 +141,8 @@ def test_augmentations_are_trained_together_and_match_alone(smoke_run, tmp_path)
     store = out / "stages"
     plan = build_plan(load_config(SMOKE))
     cfg = load_config(SMOKE)
-    assert [len(g) for g in plan.groups] == [len(cfg.augment.sources) * len(cfg.augment.sizes)] * len(cfg.start_sizes)
+    sources = len(cfg.augment.sources) + (cfg.generations.rounds - 1) * len(cfg.generations.modes())  # + later rounds
+    assert [len(g) for g in plan.groups] == [sources * len(cfg.augment.sizes)] * len(cfg.start_sizes)
     alone = build_plan(load_config(SMOKE, ["classifier.group_augmentations=false"]))
     assert alone.groups == [] and [s.dirname for s in alone.stages] == [s.dirname for s in plan.stages]
     assert all("group_augmentations" not in s.spec.get("classifier", {}) for s in plan.stages)  # not hashed
@@ -197,7 +198,7 @@ def test_a_failing_stage_skips_its_dependants_and_the_rest_still_runs(smoke_run,
     run_dir = tmp_path / "partial"
     with pytest.raises(BlindspotError) as e:
         run(SMOKE, out=run_dir, store=out / "stages",
-            overrides=["augment.sources=[original, biased-lexical-overlap]"])
+            overrides=["augment.sources=[original, biased-lexical-overlap]", "generations.rounds=1"])
     msg = str(e.value)
     assert "4 stage(s) failed and 4 were skipped" in msg and "labelled 'entailment'" in msg
     index = json.loads((run_dir / "results" / "index.json").read_text())
@@ -265,7 +266,9 @@ def test_summary_numbers_are_the_results_table(smoke_cli):
     for start in cfg.start_sizes:
         line = next(ln for ln in lines if ln.startswith(f"  start {start}: "))
         expected = []
-        for source, aug in [("start", 0)] + [(s, top) for s in cfg.augment.sources]:
+        found = set(agg.source) - {"start"}  # original, synthetic, then the rest (later rounds) sorted
+        shown = [s for s in ("original", "synthetic") if s in found] + sorted(found - {"original", "synthetic"})
+        for source, aug in [("start", 0)] + [(s, top) for s in shown]:
             rows = agg[(agg.start_size == start) & (agg.source == source) & (agg.aug_size == aug)]
             blind = rows[(rows.eval_set == "hans") & (rows.slice == "heuristic=lexical_overlap,label=non-entailment")]
             general = rows[(rows.eval_set == "mnli-matched") & (rows.slice == "all")]

@@ -295,3 +295,13 @@ def test_each_later_round_is_compared_with_round_one():
 
     pairs = comparison_pairs(["start", "original", "synthetic", "synthetic-r2-replace", "synthetic-r3-accumulate"])
     assert ("synthetic-r2-replace", "synthetic") in pairs and ("synthetic-r3-accumulate", "synthetic") in pairs
+
+
+def test_the_eta_counts_what_each_rounds_generator_trains_on(tmp_path):
+    from blindspot.rounds import generator_examples
+
+    st = by_label(plan_of(tmp_path, {"rounds": 3, "mode": ["replace", "accumulate"], "train_size": 60}))
+    counts = {k: generator_examples(st[k].spec, 1000) for k in st if k.startswith("train generator")}
+    assert counts == {"train generator": 30, "train generator round 2 replace": 60,
+                      "train generator round 3 replace": 60, "train generator round 2 accumulate": 30 + 60,
+                      "train generator round 3 accumulate": 30 + 2 * 60}
