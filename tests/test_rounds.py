@@ -305,3 +305,12 @@ def test_the_eta_counts_what_each_rounds_generator_trains_on(tmp_path):
     assert counts == {"train generator": 30, "train generator round 2 replace": 60,
                       "train generator round 3 replace": 60, "train generator round 2 accumulate": 30 + 60,
                       "train generator round 3 accumulate": 30 + 2 * 60}
+
+
+def test_generations_config_is_the_demo_plus_rounds():
+    """configs/generations.yaml reuses the demo's stages: every field but its name and rounds is the demo's."""
+    demo, gen = (load_config(REPO / "configs" / f"{n}.yaml").model_dump() for n in ("demo", "generations"))
+    assert {k: v for k, v in gen.items() if k not in ("name", "generations")} == \
+           {k: v for k, v in demo.items() if k not in ("name", "generations")}
+    g = load_config(REPO / "configs" / "generations.yaml").generations
+    assert g.rounds >= 3 and g.modes() == ["replace", "accumulate"]
