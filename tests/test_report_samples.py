@@ -156,6 +156,9 @@ def test_reservoirs_are_seeded_uniform_and_bounded() -> None:
     assert all(r["k"] == g for g, v in one.items() for r in v) and max(r["i"] for r in one["a"]) > 500
     mixed = interleave(one, counts, 5)
     assert [r["k"] for r in mixed] == ["a", "b", "a", "b", "a"]
+    # the first few of a group are a random draw, not the earliest rows of the sample
+    first = [r["i"] for r in one["a"][:5]]
+    assert sorted(first) != sorted(r["i"] for r in one["a"])[:5]
 
 
 def test_finds_generate_stages_by_round_with_their_filters(browse_run: Path) -> None:

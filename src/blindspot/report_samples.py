@@ -157,7 +157,10 @@ def _rows(path: Path) -> Iterator[dict]:
 
 
 def reservoirs(rows: Iterator[dict], key, k: int, seed: str) -> tuple[dict[str, list[dict]], Counter]:
-    """Up to `k` rows per key(row), uniformly at random (seeded) in file order, and the counts per key."""
+    """Up to `k` rows per key(row), uniformly at random (seeded), in random order, and the counts per key.
+
+    The order is random too, so that taking the first few of a group (interleave) is a random draw,
+    not the rows that came first in the file (for a generate stage: the first label generated)."""
     rng, kept, counts = random.Random(seed), {}, Counter()
     for row in rows:
         group = str(key(row))
@@ -170,7 +173,9 @@ def reservoirs(rows: Iterator[dict], key, k: int, seed: str) -> tuple[dict[str, 
             j = rng.randrange(i + 1)
             if j < k:
                 bucket[j] = (i, row)
-    return {g: [r for _, r in sorted(b, key=lambda t: t[0])] for g, b in kept.items()}, counts
+    for bucket in kept.values():
+        rng.shuffle(bucket)
+    return {g: [r for _, r in b] for g, b in kept.items()}, counts
 
 
 def interleave(groups: dict[str, list[dict]], counts: Counter, n: int) -> list[dict]:
