@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from blindspot import engines, mfu
+from blindspot import mfu
+from blindspot.generation import engines
 from blindspot.cli import main as cli_main
 from blindspot.config import parse_config
 from blindspot.errors import ConfigError

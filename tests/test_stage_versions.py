@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from blindspot import stage_versions
+from blindspot.grid import stage_versions
 from blindspot.grid.artifacts import StageSpec
 
 
