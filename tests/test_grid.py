@@ -274,7 +274,7 @@ def test_run_log_holds_the_library_messages(smoke_cli):
     text = (smoke_cli["out"] / "run.log").read_text()
     assert "LOAD REPORT" in text and "score.weight" in text  # transformers' banner, routed here
     assert re.search(r" INFO transformers\.", text)  # transformers' INFO messages
-    assert re.search(r" DEBUG blindspot\.", text) and re.search(r" INFO blindspot\.display: \[ 1/", text)
+    assert re.search(r" DEBUG blindspot\.", text) and re.search(r" INFO blindspot\.grid\.display: \[ 1/", text)
     assert "Loading weights" not in text  # bars are off, not logged
 
 
