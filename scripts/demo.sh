@@ -15,7 +15,7 @@ if [ ! -d "$BLINDSPOT_DATA/mnli-subset" ]; then
 fi
 # what to expect here (measured and estimated times: docs/LOG.md, configs/demo.yaml's header)
 python - <<'PY'
-from blindspot.models import cpu_native_bf16
+from blindspot.models.resolve import cpu_native_bf16
 native, why = cpu_native_bf16()
 print(f"demo: {why}, so it runs in " + ("bf16: about 25 min on 2 cores" if native else
       "fp32: about 40 min on 2 cores with AVX-512, more with AVX2 only"))

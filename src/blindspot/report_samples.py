@@ -223,7 +223,7 @@ def rejects_section(stage: Stage) -> tuple[str, Counter]:
     rows = [[text_html(r.get("reason"), 80), text_html(r.get("label"), 80), text_html(r.get("text"), MAX_REJECT_CHARS)]
             for r in shown]
     inner = (f"<p>Rejected by reason: {reasons or 'none'}. The text is what the generator wrote after its "
-             "prompt; reasons are blindspot.parsing's.</p>" + table_html(["reason", "label", "generated text"], rows))
+             "prompt; reasons are blindspot.generation.parsing's.</p>" + table_html(["reason", "label", "generated text"], rows))
     return details_html(f"Rejected generations: {len(shown)} (of {sum(counts.values()):,} rejected)", inner), counts
 
 

@@ -25,10 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
-from blindspot.lora import (FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable,
-                           peft_internal_deprecations_hidden, upcast_trainable)
-from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect_device, load_base_model,
-                              load_tokenizer, read_adapter_info, resolve_model, save_adapter_dir, verified_base)
+from blindspot.training.loop import (FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable,
+                                     peft_internal_deprecations_hidden, upcast_trainable)
+from blindspot.models.checkpoint_files import adapter_keys
+from blindspot.models.checkpoints import ADAPTER_FILES, base_identity, read_adapter_info, save_adapter_dir, verified_base
+from blindspot.models.load import load_base_model, load_tokenizer
+from blindspot.models.resolve import detect_device, resolve_model
 from blindspot.mfu import training_mfu
 from blindspot.runmeta import run_metadata
 from blindspot.storage import is_done, mark_done
@@ -232,7 +234,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "auto", dtype
     A classifier trained on a 4-bit base is loaded on a 4-bit base wherever bitsandbytes can run
     it (CUDA, or its CPU backend); where it cannot, it is loaded unquantised and a warning says so.
     """
-    from blindspot.models import four_bit_available
+    from blindspot.models.load import four_bit_available
 
     path = Path(path)
     dev, dt = detect_device(device, dtype)

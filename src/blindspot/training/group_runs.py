@@ -1,4 +1,4 @@
-"""A starting point's augmentation stages as one job: K classifiers continued together (blindspot.grouped).
+"""A starting point's augmentation stages as one job: K classifiers continued together (blindspot.training.grouped).
 
     blindspot run configs/demo.yaml                                   # grouped (classifier.group_augmentations)
     blindspot run configs/demo.yaml --set classifier.group_augmentations=false   # one by one
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from blindspot.artifacts import StageSpec
+from blindspot.grid.artifacts import StageSpec
 from blindspot.data.example import NLIExample
 from blindspot.errors import ConfigError
 from blindspot.storage import is_done, mark_done
@@ -41,10 +41,11 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
 
     `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
     """
-    from blindspot import train
-    from blindspot.grouped import AdapterGroup, UngroupableModel
+    from blindspot.training import classifier as train
+    from blindspot.training.grouped import AdapterGroup, UngroupableModel
     from blindspot.mfu import mfu_record, training_mfu, TRAIN_FORMULA
-    from blindspot.models import detect_device, save_adapter_dir
+    from blindspot.models.checkpoints import save_adapter_dir
+    from blindspot.models.resolve import detect_device
     from blindspot.runmeta import run_metadata
 
     out_dirs = [Path(d) for d in out_dirs]

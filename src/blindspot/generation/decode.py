@@ -1,6 +1,6 @@
 """The sampler: a prompt-cached decode loop that drops each row from the batch as it finishes.
 
-    python -c "from blindspot.sampling import decode_batch; help(decode_batch)"
+    python -c "from blindspot.generation.decode import decode_batch; help(decode_batch)"
 
 Every row of a batch continues the same prompt (one label's prefix), so the prompt runs
 through the model once (`encode_prompt`) and its key/value cache is expanded to the batch. All
@@ -92,7 +92,7 @@ class PromptCache:
 @torch.inference_mode()
 def encode_prompt(model, prompt_ids: list[int]) -> PromptCache:
     """Run the prompt through the model once and keep its cache."""
-    from blindspot.kvcache import output_layers
+    from blindspot.models.kvcache import output_layers
 
     device = next(model.parameters()).device
     out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True, logits_to_keep=1)
@@ -108,7 +108,7 @@ def decode_batch(model, prompt: PromptCache, n_rows: int, stop: StopRule, *, max
     Finished rows are removed from the batch and from the KV cache at every step; every
     `stop.check_every` steps, rows that are doomed (see StopRule) are removed too.
     """
-    from blindspot.kvcache import cache_arg, expanded_cache
+    from blindspot.models.kvcache import cache_arg, expanded_cache
 
     cache = expanded_cache(prompt.layers, n_rows)
     out: list[list[int]] = [[] for _ in range(n_rows)]

@@ -4,7 +4,7 @@
     blindspot run configs/smoke.yaml --executor ray            # a Ray cluster started on this machine
     blindspot run configs/paper.yaml --executor ray --ray-address HEAD:6379   # an existing cluster
 
-Both run each stage through `blindspot.store.run_stage` (its lock, status log, DONE last) and
+Both run each stage through `blindspot.grid.store.run_stage` (its lock, status log, DONE last) and
 keep one set of semantics: a stage runs once its inputs are DONE; a stage that fails leaves no
 DONE and its dependants are skipped with the reason; everything else still runs; the result is
 {stage label: reason} of what failed or was skipped, and a rerun resumes. Local (`local.py`)
@@ -12,7 +12,7 @@ runs one stage at a time and steps over a stage that another driver holds, comin
 Ray (`ray_cluster.py`) submits every ready stage as a task with its resource request.
 
 The unit both run is a job: one stage, or a group of stages that the planner says are trained
-together (Plan.groups: a starting point's augmentations, blindspot.group_runs). A group runs as
+together (Plan.groups: a starting point's augmentations, blindspot.training.group_runs). A group runs as
 one job (one Ray task, with its kind's resource request) through `store.run_group`, which holds
 every member's lock and writes each member's records; a member whose input failed is skipped
 alone, and a group is ready once the inputs of all its other members are done.
@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from blindspot.artifacts import StageSpec
+from blindspot.grid.artifacts import StageSpec
 
 ExecutorName = Literal["local", "ray"]
 Job = list[StageSpec]  # one stage, or a group trained together
@@ -31,7 +31,7 @@ Job = list[StageSpec]  # one stage, or a group trained together
 
 def jobs(todo: list[StageSpec], groups: list[list[StageSpec]] | None = None) -> list[Job]:
     """`todo` (topological order) as jobs: each group's members still to run together, the rest alone."""
-    from blindspot.group_runs import schedule
+    from blindspot.training.group_runs import schedule
 
     return [list(item) if isinstance(item, list) else [item] for item in schedule(todo, groups or [])]
 

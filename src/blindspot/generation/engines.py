@@ -4,13 +4,13 @@
 
 An engine turns (label, batch index, batch seed) into `batch_size` generated token sequences;
 everything else (prompts, parsing, reject accounting, dedup, leakage, files, resumption) is
-blindspot.generate's and the same for every engine. Each engine counts the model FLOPs it
+blindspot.generation.sample's and the same for every engine. Each engine counts the model FLOPs it
 computes (`counter`, blindspot.mfu's inference formula: the tokens it feeds, prompt and
 generated) for the stage's MFU.
 
-- `native`: blindspot.sampling's prompt-cached decoder on the loaded transformers model (LoRA
+- `native`: blindspot.generation.decode's prompt-cached decoder on the loaded transformers model (LoRA
   merged). Batch b's rows are drawn from one torch.Generator seeded with the batch seed.
-- `vllm`: blindspot.vllm_engine (vLLM, continuous batching and paged attention; the LoRA
+- `vllm`: blindspot.generation.vllm_engine (vLLM, continuous batching and paged attention; the LoRA
   adapter served through `LoRARequest`). Each request has its own seed.
 - `auto`: vLLM when the device is CUDA and vllm is installed, native otherwise.
 """
@@ -25,11 +25,11 @@ import torch
 
 from blindspot.errors import ConfigError
 from blindspot.mfu import FlopCounter, flop_shape
-from blindspot.parsing import doomed_reason
+from blindspot.generation.parsing import doomed_reason
 
 if TYPE_CHECKING:
-    from blindspot.generate import GenerateSpec
-    from blindspot.generator import Generator
+    from blindspot.generation.sample import GenerateSpec
+    from blindspot.training.generator import Generator
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ EngineName = Literal["auto", "native", "vllm"]
 
 
 class Engine(Protocol):
-    """What blindspot.generate needs from an engine."""
+    """What blindspot.generation.sample needs from an engine."""
 
     name: str
     gen: "Generator"  # tokenizer, template, labels and name of the generator (the model only for native)
@@ -81,7 +81,7 @@ def resolve_engine(engine: str, device: str = "auto") -> tuple[str, str]:
 
 
 class NativeEngine:
-    """blindspot.sampling's decode loop on a loaded Generator; the prompt cache of the current label is kept."""
+    """blindspot.generation.decode's decode loop on a loaded Generator; the prompt cache of the current label is kept."""
 
     name = "native"
 
@@ -93,7 +93,7 @@ class NativeEngine:
 
     def _stop_rule(self, max_chars: int):
         """The StopRule (end marker, EOS, doomed text) for `max_chars`, built once."""
-        from blindspot.sampling import StopRule
+        from blindspot.generation.decode import StopRule
 
         if self._stop[0] != max_chars:
             gen = self.gen
@@ -103,7 +103,7 @@ class NativeEngine:
         return self._stop[1]
 
     def sample(self, spec: "GenerateSpec", label: str, batch: int, seed: int) -> tuple[list[list[int]], int]:
-        from blindspot.sampling import decode_batch, encode_prompt
+        from blindspot.generation.decode import decode_batch, encode_prompt
 
         prompt_len = len(self.gen.prompt_ids(label))
         if self._prompt[0] != label:  # the prompt's cache is computed once per label
@@ -141,12 +141,12 @@ def open_engine(name: str, spec: "GenerateSpec", generator: "Generator | None" =
     if name == "vllm":
         if generator is not None:
             raise ConfigError("engine vllm loads the generator itself: pass engine=, not a loaded generator")
-        from blindspot.vllm_engine import VllmEngine
+        from blindspot.generation.vllm_engine import VllmEngine
 
         return VllmEngine.open(spec.generator, device=spec.device, dtype=spec.dtype, batch_size=spec.batch_size,
                                max_new_tokens=spec.max_new_tokens)
     if generator is None:
-        from blindspot.generator import load_generator
+        from blindspot.training.generator import load_generator
 
         generator = load_generator(spec.generator, device=spec.device, dtype=spec.dtype)
     return NativeEngine(generator)

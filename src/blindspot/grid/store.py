@@ -32,7 +32,7 @@ from typing import Callable, Literal
 
 from filelock import FileLock, Timeout
 
-from blindspot.artifacts import StageSpec, write_spec
+from blindspot.grid.artifacts import StageSpec, write_spec
 from blindspot.errors import BlindspotError
 from blindspot.storage import atomic_write_json, mark_done
 
@@ -237,7 +237,7 @@ def _run_group_held(members: list[StageSpec], store: Path, run_id: str, on_start
 
 def _shares(members: list[StageSpec], store: Path, errors: list[str | None], wall: float) -> list[float]:
     """Each member's part of the group's wall time: its meta.json wall_s (its share of loading and
-    training, blindspot.group_runs) plus an equal part of the rest; equal parts without meta."""
+    training, blindspot.training.group_runs) plus an equal part of the rest; equal parts without meta."""
     own = []
     for st, error in zip(members, errors):
         meta = st.path(store) / "meta.json"
@@ -252,7 +252,7 @@ def resolve_runtime(spec, threads: int | None = None):
     CPU threads (`threads`, else as they are)."""
     import torch
 
-    from blindspot.models import cache_root, detect_device
+    from blindspot.models.resolve import cache_root, detect_device
     from blindspot.stages import Runtime
 
     if threads is not None:

@@ -2,7 +2,7 @@
 
     ls RUN/stages/generator-HASH/checkpoints/      # step-40/ while it trains; gone once it is saved
 
-`fit` (lora.py) writes one every `optim.checkpoint_every` optimizer steps into the stage's
+`fit` (training/loop.py) writes one every `optim.checkpoint_every` optimizer steps into the stage's
 `checkpoints/step-N/`: the trainable weights (LoRA, the head, modules_to_save; safetensors), the
 optimizer and scheduler states, the RNG states (torch CPU and CUDA) and the data position
 (epoch, batch, examples seen, the loss log so far). It is written into `.tmp-step-N/` and
@@ -54,7 +54,7 @@ def save_checkpoint(directory: Path, model, opt, sched, pos: Position, weights: 
     """Write checkpoints/step-N atomically (temporary directory, then rename); drop older ones.
 
     `weights` and `rng` default to the model's trainable weights and the global RNG states (a run
-    alone); a grouped run (blindspot.grouped) passes its own slice and its own stream.
+    alone); a grouped run (blindspot.training.grouped) passes its own slice and its own stream.
     """
     from safetensors.torch import save_file
 

@@ -1,11 +1,11 @@
 """Checks on a saved checkpoint's files, so that a cut or corrupt file is one error naming it.
 
-    python -c "from blindspot.checkpoint_files import adapter_keys; from pathlib import Path; print(adapter_keys(Path('runs/demo/stages/start-HASH')))"
+    python -c "from blindspot.models.checkpoint_files import adapter_keys; from pathlib import Path; print(adapter_keys(Path('runs/demo/stages/start-HASH')))"
 
-Used at the loading boundary (models.py, train.py, generator.py) before anything heavy loads:
-the JSON files of an adapter / tokenizer / model config, the safetensors header of an adapter
-(a truncated file fails there: its header promises more bytes than the file has), and what a
-directory is when it is not the kind asked for (a generator given as a classifier, a stage
+Used at the loading boundary (models/load.py, models/checkpoints.py, training/) before anything
+heavy loads: the JSON files of an adapter / tokenizer / model config, the safetensors header of an
+adapter (a truncated file fails there: its header promises more bytes than the file has), and
+what a directory is when it is not the kind asked for (a generator given as a classifier, a stage
 directory, a base model).
 """
 

@@ -1,4 +1,4 @@
-"""The measurements behind `blindspot run CONFIG --estimate` (blindspot.estimate), on the config's own
+"""The measurements behind `blindspot run CONFIG --estimate` (blindspot.grid.estimate), on the config's own
 model, device, dtype and data; nothing here is written to the run's stage store except prepare.
 
     classifier training   STEPS optimiser steps on pool examples (after one warm-up step), alone
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from blindspot.config import ExperimentConfig
-from blindspot.estimate import Rates
+from blindspot.grid.estimate import Rates
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ GEN_BATCHES = 1    # timed generation batches per label (of the first label only
 
 
 def _base_path(cfg: ExperimentConfig, plan, store: Path, tmp: Path, pool) -> Path:
-    from blindspot.models import build_tiny_llama, cache_root, resolve_model
+    from blindspot.models.resolve import build_tiny_llama, cache_root, resolve_model
     from blindspot.templates import CLASSIFIER_TEMPLATES
 
     if cfg.model != "tiny-llama":
@@ -49,11 +49,12 @@ def calibrate(cfg: ExperimentConfig, plan, store: Path, group_size: int) -> Rate
     """Measure every stage kind's rate here (a minute or two on a CPU with a small model)."""
     from blindspot.data.cleaning import sample_examples
     from blindspot.data.example import MNLI_LABELS
-    from blindspot.lora import add_lora, fit
+    from blindspot.training.loop import add_lora, fit
     from blindspot.mfu import training_mfu
-    from blindspot.models import detect_device, load_base_model, load_tokenizer
+    from blindspot.models.load import load_base_model, load_tokenizer
+    from blindspot.models.resolve import detect_device
     from blindspot.stages.common import load_prepared
-    from blindspot.train import _format, classifier_batches
+    from blindspot.training.classifier import _format, classifier_batches
 
     rates = Rates()
     prepare = plan.stages[0].path(store)
@@ -103,7 +104,7 @@ def calibrate(cfg: ExperimentConfig, plan, store: Path, group_size: int) -> Rate
 
 def _grouped(model, batches, optim, device, dtype, k, pad, per_step) -> tuple[float, float | None]:
     """Examples/s of k adapters trained together (each on its own rotation of the batches)."""
-    from blindspot.grouped import AdapterGroup
+    from blindspot.training.grouped import AdapterGroup
     from blindspot.mfu import training_mfu
 
     group = AdapterGroup(model, k, device, pad)
@@ -127,9 +128,9 @@ def _tiny_pretraining(plan, path: Path, pool, device) -> float:
     from transformers import AutoModelForCausalLM
 
     from blindspot.data.cleaning import sample_examples
-    from blindspot.generator import GeneratorSpec, generator_batches
-    from blindspot.lora import OptimSpec, fit
-    from blindspot.models import load_tokenizer
+    from blindspot.training.generator import GeneratorSpec, generator_batches
+    from blindspot.training.loop import OptimSpec, fit
+    from blindspot.models.load import load_tokenizer
 
     spec = next(s for s in plan.stages if s.stage == "base").spec
     pre = GeneratorSpec(model="tiny-llama", max_length=spec["max_length"], optim=OptimSpec(batch_size=16, lr=1e-2))
@@ -145,10 +146,10 @@ def _evaluation(cfg, tmp: Path, model, tokenizer, prepare: Path, plan) -> tuple[
 
     from blindspot.data.example import NLISet
     from blindspot.evaluate import evaluate
-    from blindspot.models import base_identity, save_adapter_dir
+    from blindspot.models.checkpoints import base_identity, save_adapter_dir
     from blindspot.stages.common import load_prepared
     from blindspot.storage import mark_done
-    from blindspot.train import _format
+    from blindspot.training.classifier import _format
 
     clf = tmp / "classifier"
     info = {"spec": {"quantize": cfg.quantize}, "labels": ["entailment", "neutral", "contradiction"],
@@ -173,7 +174,7 @@ def _generator(cfg, plan, base: Path, pool, tmp: Path) -> tuple[float, float | N
     import json
 
     from blindspot.data.cleaning import sample_examples
-    from blindspot.generator import GeneratorSpec, train_generator
+    from blindspot.training.generator import GeneratorSpec, train_generator
 
     g = cfg.generator
     n = g.optim.batch_size * g.optim.grad_accum * (STEPS + 1)
@@ -189,7 +190,7 @@ def _generation(cfg, generator: Path, tmp: Path) -> tuple[float, float | None]:
     """Rows sampled per second by the real sampler: GEN_BATCHES batches of one label."""
     import json
 
-    from blindspot.generate import GenerateSpec, generate
+    from blindspot.generation.sample import GenerateSpec, generate
 
     g = cfg.generation.model_dump(mode="json")
     g.pop("per_label")
@@ -242,7 +243,7 @@ def _meta_shapes(cfg: ExperimentConfig):
     """FlopShapes of the classifier and the generator of the config's model, built without memory."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from blindspot.lora import add_lora
+    from blindspot.training.loop import add_lora
     from blindspot.mfu import flop_shape
     config = model_config(cfg.model)
     with torch.device("meta"):

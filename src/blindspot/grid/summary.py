@@ -1,6 +1,6 @@
 """The few lines that end `blindspot run`: what the run found, where the report is, what failed.
 
-    python -c "from blindspot.summary import run_summary; print('\\n'.join(run_summary('runs/smoke')))"
+    python -c "from blindspot.grid.summary import run_summary; print('\\n'.join(run_summary('runs/smoke')))"
 
 Computed from the run's files only (results/results_aggregated.csv, the predictions named in
 results/results.csv, results/index.json), like the report. One line per starting point: the

@@ -1,7 +1,7 @@
 """Cache keys that follow the code: a version per stage kind, and the code each version covers.
 
-    python -m blindspot.stage_versions            # which stages' code changed since it was recorded
-    python -m blindspot.stage_versions --record   # record the current code (after bumping what changed)
+    python -m blindspot.grid.stage_versions            # which stages' code changed since it was recorded
+    python -m blindspot.grid.stage_versions --record   # record the current code (after bumping what changed)
 
 A stage directory's hash covers its spec, its inputs' hashes and `STAGE_VERSIONS[kind]`, so an
 upgraded blindspot whose `start` stage trains differently reruns every `start` (and what reads
@@ -26,8 +26,8 @@ import json
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
-RECORD = PACKAGE / "stage_code.json"
+PACKAGE = Path(__file__).resolve().parent.parent  # blindspot/: STAGE_CODE paths are relative to it
+RECORD = Path(__file__).resolve().parent / "stage_code.json"
 
 # 1 for every kind: the code of blindspot 0.1.0 (and the old single CODE_VERSION "1"), so stores
 # written before per-stage versions stay valid.
@@ -37,20 +37,22 @@ STAGE_VERSIONS: dict[str, int] = {
 }
 
 _DATA = ("data/", "stages/common.py")
-_MODEL = ("models.py", "templates.py", "kvcache.py")
-_TRAINING = ("lora.py", "resume.py", "train.py", "stages/start.py")
+_MODEL = ("models/resolve.py", "models/load.py", "models/checkpoints.py", "models/checkpoint_files.py",
+          "templates.py", "models/kvcache.py")
+_TRAINING = ("training/loop.py", "training/resume.py", "training/classifier.py", "stages/start.py")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "prepare": (*_DATA, "stages/prepare.py"),
-    "base": (*_DATA, *_MODEL, "lora.py", "generator.py", "stages/base.py"),
+    "base": (*_DATA, *_MODEL, "training/loop.py", "training/generator.py", "stages/base.py"),
     "start": (*_DATA, *_MODEL, *_TRAINING),
-    "augment": (*_DATA, *_MODEL, *_TRAINING, "grouped.py", "group_runs.py:train_classifiers_together",
-                "stages/augment.py"),
-    "generator": (*_DATA, *_MODEL, "lora.py", "resume.py", "generator.py", "stages/start.py:ModelChoice",
-                  "stages/generator.py"),
-    "generate": (*_DATA, *_MODEL, "generator.py", "generate.py", "sampling.py", "engines.py", "parsing.py",
-                 "vllm_engine.py", "stages/generate.py"),
+    "augment": (*_DATA, *_MODEL, *_TRAINING, "training/grouped.py", "training/group_rng.py",
+                "training/group_runs.py:train_classifiers_together", "stages/augment.py"),
+    "generator": (*_DATA, *_MODEL, "training/loop.py", "training/resume.py", "training/generator.py",
+                  "stages/start.py:ModelChoice", "stages/generator.py"),
+    "generate": (*_DATA, *_MODEL, "training/generator.py", "generation/sample.py", "generation/decode.py",
+                 "generation/engines.py", "generation/parsing.py", "generation/vllm_engine.py", "stages/generate.py"),
     "filter": (*_DATA, "heuristics.py", "filters.py", "stages/filter.py"),
-    "evaluate": (*_DATA, *_MODEL, "train.py", "evaluate.py", "heuristics.py", "stats.py", "stages/evaluate.py"),
+    "evaluate": (*_DATA, *_MODEL, "training/classifier.py", "evaluate.py", "heuristics.py", "stats.py",
+                 "stages/evaluate.py"),
     "audit": (*_DATA, "heuristics.py", "audit.py", "stages/audit.py"),
 }
 
@@ -102,7 +104,7 @@ def stale() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m blindspot.stage_versions", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m blindspot.grid.stage_versions", description=__doc__.split("\n")[0])
     parser.add_argument("--record", action="store_true", help="write stage_code.json from the current code")
     args = parser.parse_args(argv)
     if args.record:

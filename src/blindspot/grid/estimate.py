@@ -4,9 +4,9 @@
     blindspot run configs/demo.yaml --estimate --gpus 4     # also the wall time on 4 devices
     blindspot run configs/paper.yaml --estimate --assume pool=391722 --assume tokens=80 --assume mfu=0.3
 
-Calibration (blindspot.calibrate) measures, on the config's model, device, dtype and data: a few
+Calibration (blindspot.grid.calibrate) measures, on the config's model, device, dtype and data: a few
 optimiser steps of classifier training alone and of a starting point's augmentations grouped
-(blindspot.grouped), a few of generator training, a few evaluation batches and a few generation
+(blindspot.training.grouped), a few of generator training, a few evaluation batches and a few generation
 batches, and the time to load a model. Each stage's time is then its load plus its work (examples,
 from the plan: stage_examples) at its kind's rate; a group of augmentations is one job at the
 grouped rate. `--gpus N` list-schedules the stage graph (a group is one task) on N devices.
@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blindspot.artifacts import StageSpec
+from blindspot.grid.artifacts import StageSpec
 from blindspot.config import ExperimentConfig
 from blindspot.errors import ConfigError
 from blindspot.storage import atomic_write_json, atomic_write_text
@@ -65,7 +65,7 @@ def parse_assumptions(items: list[str]) -> dict[str, float]:
 
 def stage_examples(stage: StageSpec, sets: dict | None, assume: dict[str, float]) -> float:
     """A stage's work in examples (trained, predicted or sampled), from prepare's set sizes or --assume."""
-    from blindspot import grid
+    from blindspot.grid import plan as grid
 
     if sets is None:  # prepare not run here: the sizes the user gave
         missing = [k for k in ["pool"] + (stage.spec.get("sets") or []) if k not in assume]
@@ -128,9 +128,9 @@ def list_schedule(items: list, seconds: list[float], gpus: int) -> float:
 def estimate(cfg: ExperimentConfig, plan, store: Path, run_dir: Path, gpus: int | None = None,
              assume: dict[str, float] | None = None) -> dict:
     """Calibrate (where the model can run here), project every stage, print and write the table."""
-    from blindspot.group_runs import schedule
+    from blindspot.training.group_runs import schedule
 
-    from blindspot.display import RunDisplay
+    from blindspot.grid.display import RunDisplay
     from blindspot.progress import use_sink
 
     assume = assume or {}
@@ -187,7 +187,7 @@ def _actual_by_kind(run_dir: Path) -> dict[str, float]:
 def _sets(plan, store: Path, assume: dict) -> dict | None:
     """prepare's set sizes: from the store, else by running prepare here (cheap, and cached as the
     run's own prepare stage), else None (the sizes come from --assume)."""
-    from blindspot.store import run_stage
+    from blindspot.grid.store import run_stage
 
     prepare = plan.stages[0]
     if not prepare.done(store):
@@ -206,7 +206,7 @@ def _sets(plan, store: Path, assume: dict) -> dict | None:
 
 
 def _rates(cfg, plan, store, sets, assume, group_size) -> Rates:
-    from blindspot.calibrate import calibrate, flops_only
+    from blindspot.grid.calibrate import calibrate, flops_only
     from blindspot.errors import BlindspotError
 
     why = "prepare cannot read the data here"

@@ -16,9 +16,9 @@ import time
 import uuid
 from pathlib import Path
 
-from blindspot.artifacts import StageSpec
-from blindspot.executors import Job, inputs_done, jobs, report_outcome, skip_failed_inputs
-from blindspot.store import mark_skipped, mark_waiting, run_group, run_stage
+from blindspot.grid.artifacts import StageSpec
+from blindspot.grid.executors import Job, inputs_done, jobs, report_outcome, skip_failed_inputs
+from blindspot.grid.store import mark_skipped, mark_waiting, run_group, run_stage
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often a driver looks again at stages another driver holds

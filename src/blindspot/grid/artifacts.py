@@ -7,7 +7,7 @@
         DONE         written last; a directory without it is incomplete and is redone or resumed
 
 The hash covers the stage name, its spec, the hashes of its input stages and the stage kind's
-code version (blindspot.stage_versions), so
+code version (blindspot.grid.stage_versions), so
 running the same stage twice is a no-op and changing one value reruns only what depends on it.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blindspot.stage_versions import STAGE_VERSIONS
+from blindspot.grid.stage_versions import STAGE_VERSIONS
 from blindspot.storage import atomic_write_json, is_done
 
 

@@ -23,7 +23,7 @@ script that opens this engine needs an `if __name__ == "__main__":` guard.
   company as in an uninterrupted run. A kill loses at most one chunk.
 - **Same decoding rules as native:** temperature (0 = greedy), top_p, top_k (0 = off),
   max_new_tokens, the end marker as a stop string, EOS. Rows are returned as token ids and
-  decoded, parsed and counted by blindspot.generate exactly as native rows. Unlike native, rows
+  decoded, parsed and counted by blindspot.generation.sample exactly as native rows. Unlike native, rows
   that are already doomed to be rejected are not stopped early (they run to the marker, EOS or
   max_new_tokens), and sampled (not greedy) text differs from native's: the random streams differ.
 - **MFU** as for native (blindspot.mfu's inference formula over the device's peak), on the base's
@@ -70,9 +70,10 @@ def lora_rank(adapter_dir: Path) -> int:
 
 def load_generator_files(path: str | Path):
     """A Generator without its model (vLLM holds the weights): tokenizer, template, labels, base path."""
-    from blindspot.generator import Generator, _read_info
-    from blindspot.models import ADAPTER_FILES, load_tokenizer, verified_base
-    from blindspot.parsing import GenerationTemplate
+    from blindspot.training.generator import Generator, _read_info
+    from blindspot.models.checkpoints import ADAPTER_FILES, verified_base
+    from blindspot.models.load import load_tokenizer
+    from blindspot.generation.parsing import GenerationTemplate
     from blindspot.storage import is_done
 
     path = Path(path)
@@ -152,7 +153,7 @@ class VllmEngine:
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
-        from blindspot.models import detect_device
+        from blindspot.models.resolve import detect_device
 
         kind = _platform_device(device)
         dev, dt = detect_device(kind, dtype)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from blindspot.artifacts import StageSpec
+from blindspot.grid.artifacts import StageSpec
 
 log = logging.getLogger(__name__)
 

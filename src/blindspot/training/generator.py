@@ -19,7 +19,7 @@ end marker (the part that is sampled): useful for short runs on a small budget.
 
 A saved generator directory holds the peft adapter (safetensors), the tokenizer,
 `generator.json` (spec, labels, template, base identity), `train_log.jsonl`, `meta.json` and,
-written last, `DONE`. The optimisation loop is blindspot.train.fit, shared with the classifier.
+written last, `DONE`. The optimisation loop is blindspot.training.classifier.fit, shared with the classifier.
 """
 
 from __future__ import annotations
@@ -37,15 +37,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import CheckpointError, ConfigError, DataError
-from blindspot.lora import LoraSpec, add_lora, peft_internal_deprecations_hidden
-from blindspot.models import (ADAPTER_FILES, adapter_keys, base_identity, detect_device, load_base_model,
-                              load_tokenizer, read_adapter_info, resolve_model, save_adapter_dir, verified_base)
-from blindspot.parsing import GenerationTemplate, check_template
+from blindspot.training.loop import LoraSpec, add_lora, peft_internal_deprecations_hidden
+from blindspot.models.checkpoint_files import adapter_keys
+from blindspot.models.checkpoints import ADAPTER_FILES, base_identity, read_adapter_info, save_adapter_dir, verified_base
+from blindspot.models.load import load_base_model, load_tokenizer
+from blindspot.models.resolve import detect_device, resolve_model
+from blindspot.generation.parsing import GenerationTemplate, check_template
 from blindspot.mfu import training_mfu
 from blindspot.runmeta import run_metadata
 from blindspot.storage import is_done, mark_done
 from blindspot.templates import END_MARKER, GENERATOR_BODY, GENERATOR_PREFIX
-from blindspot.train import OptimSpec, fit, load_training_examples
+from blindspot.training.classifier import OptimSpec, fit, load_training_examples
 
 log = logging.getLogger(__name__)
 

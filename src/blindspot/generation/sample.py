@@ -12,7 +12,7 @@ gives the same records, and a run killed at any moment and started again resumes
 last finished batch and ends with exactly the records of an uninterrupted run.
 
 That is the native engine; `--engine vllm` samples the batches with vLLM instead
-(blindspot.engines, blindspot.vllm_engine). Only the decode call differs: parsing, reject
+(blindspot.generation.engines, blindspot.generation.vllm_engine). Only the decode call differs: parsing, reject
 accounting, dedup, leakage, the files and resumption are this module's, for every engine.
 
 Output directory: synthetic.jsonl (valid records, appended per batch), rejects.jsonl (raw text
@@ -35,9 +35,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from blindspot.engines import ENGINES, choose_engine, open_engine
+from blindspot.generation.engines import ENGINES, choose_engine, open_engine
 from blindspot.errors import BlindspotError, ConfigError
-from blindspot.parsing import LeakageIndex, PairFilter, doomed_reason, parse_generation
+from blindspot.generation.parsing import LeakageIndex, PairFilter, doomed_reason, parse_generation
 from blindspot.progress import progress_bar
 from blindspot.mfu import inference_mfu
 from blindspot.runmeta import run_metadata
@@ -227,7 +227,7 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=Non
 
     `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
 
-    `generator`: a loaded Generator for the native engine; `engine`: an open engine (blindspot.engines)
+    `generator`: a loaded Generator for the native engine; `engine`: an open engine (blindspot.generation.engines)
     to reuse across runs. Otherwise the engine spec.engine names is opened on spec.generator.
     """
     out = Path(out_dir)

@@ -1,13 +1,13 @@
 """LoRA fine-tuning: adapters on a base LLM (peft) and the plain loop that trains them.
 
-    python -c "from blindspot.lora import LoraSpec; print(LoraSpec().model_dump())"
+    python -c "from blindspot.training.loop import LoraSpec; print(LoraSpec().model_dump())"
 
 Classification: LoRA on the attention and MLP projections, and the `score` head fully trained
 (peft `modules_to_save`, so the head is saved inside the adapter file). Causal LM (the
 generator): LoRA, plus any fully trained modules the caller names (the paper trains
 `embed_tokens` and `lm_head`). A 4-bit base is first prepared with peft's
 `prepare_model_for_kbit_training` (QLoRA). `fit` is the optimisation loop shared by the
-classifier (blindspot.train) and the generator: no Trainer, no callbacks. Its optimiser is a
+classifier (blindspot.training.classifier) and the generator: no Trainer, no callbacks. Its optimiser is a
 named choice: `adamw_torch` (torch.optim.AdamW) or `paged_adamw_32bit` (bitsandbytes'
 PagedAdamW32bit, the paper's; CUDA only, so on CPU it is torch AdamW, said in the log).
 """
@@ -132,7 +132,7 @@ class OptimSpec(BaseModel):
     log_every: int = Field(10, ge=1, description="Optimiser steps per train_log.jsonl row.")
     checkpoint_every: int = Field(500, ge=0, description="Optimiser steps between mid-training checkpoints "
                                   "(weights, optimiser, scheduler, RNG, data position; a killed stage resumes "
-                                  "from the last one, see blindspot.resume); 0 = none.")
+                                  "from the last one, see blindspot.training.resume); 0 = none.")
 
 
 def build_optimizer(params: list, optim: OptimSpec, device: torch.device) -> torch.optim.Optimizer:
@@ -169,12 +169,12 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
     Only parameters with requires_grad are optimised. With a bf16 or 4-bit model (on CUDA with
     bf16, or on CPU) the forward pass runs under bf16 autocast (trainable weights stay fp32).
     With `checkpoint_dir`, a checkpoint every `optim.checkpoint_every` steps goes there, and a
-    checkpoint found there is resumed from (blindspot.resume).
+    checkpoint found there is resumed from (blindspot.training.resume).
     """
     from transformers import get_cosine_schedule_with_warmup
 
     from blindspot.progress import progress_bar
-    from blindspot.resume import Position, latest_checkpoint, load_checkpoint, save_checkpoint
+    from blindspot.training.resume import Position, latest_checkpoint, load_checkpoint, save_checkpoint
 
     epoch_batches = batches if callable(batches) else (lambda _epoch: batches)
     first = epoch_batches(0)

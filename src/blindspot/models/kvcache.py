@@ -1,12 +1,12 @@
 """Key/value caches of transformers models, under the name the installed release uses.
 
-    python -c "from blindspot.kvcache import CACHE_ARG; print(CACHE_ARG)"
+    python -c "from blindspot.models.kvcache import CACHE_ARG; print(CACHE_ARG)"
 
 transformers 5.24 renamed the forward argument and the output field `past_key_values` to
 `cache` (the old name warns and is removed in 5.40); earlier 5.x releases know only
 `past_key_values`. Their forward takes **kwargs, so an unknown `cache=` would be swallowed and
 the model would silently run without the prompt's cache: the name is therefore chosen from the
-installed version, never by trying. Used by the prompt caches of evaluate.py and sampling.py.
+installed version, never by trying. Used by the prompt caches of evaluate.py and generation/decode.py.
 """
 
 from __future__ import annotations
