@@ -233,7 +233,7 @@ def test_too_little_synthetic_data_is_a_named_error(tmp_path):
 
 
 def test_the_stage_records_its_training_ids_and_trains_on_them(tmp_path, monkeypatch):
-    import blindspot.generator as generator_module
+    import blindspot.training.generator as generator_module
     from blindspot.stages.common import Runtime
 
     seen = {}

@@ -34,7 +34,7 @@ import json
 import os
 from pathlib import Path
 
-from blindspot.artifacts import StageSpec
+from blindspot.grid.artifacts import StageSpec
 from blindspot.data.example import MNLI_LABELS
 from blindspot.stages import audit as audit_stage
 from blindspot.stages import generate as generate_stage

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from blindspot.lora import LoraSpec, OptimSpec
+from blindspot.training.loop import LoraSpec, OptimSpec
 from blindspot.stages.common import Inputs, Runtime, StageModel, base_model, load_prepared, source_examples
 from blindspot.stages.start import ModelChoice
 from blindspot.storage import atomic_write_json
@@ -102,7 +102,7 @@ def round_examples(spec: Spec, inputs: Inputs) -> tuple[list, dict]:
 
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     """Train the generator on (a seeded sample of) the pool, or, in a later round, on earlier rounds' data."""
-    from blindspot.generator import GeneratorSpec, train_generator
+    from blindspot.training.generator import GeneratorSpec, train_generator
 
     g = spec.generator
     if spec.round is None:
