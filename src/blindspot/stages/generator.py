@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from blindspot.training.loop import LoraSpec, OptimSpec
-from blindspot.stages.common import Inputs, Runtime, StageModel, base_model, load_prepared
+from blindspot.stages.common import Facts, Inputs, Runtime, StageModel, base_model, load_prepared
 from blindspot.stages.start import ModelChoice
 
 
@@ -27,10 +27,10 @@ class Spec(ModelChoice):
     generator: GeneratorTraining
 
 
-def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
-    """Train the generator on (a seeded sample of) the pool."""
+def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
+    """Train the generator on (a seeded sample of) the pool; its facts for meta.json."""
     from blindspot.data.cleaning import sample_examples
-    from blindspot.training.generator import GeneratorSpec, train_generator
+    from blindspot.training.generator import GeneratorSpec, train_generator_into
 
     pool = load_prepared(inputs["prepare"], "pool")
     g = spec.generator
@@ -39,4 +39,4 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     gspec = GeneratorSpec(model=base_model(spec.model, inputs), lora=g.lora, optim=g.optim, max_length=g.max_length,
                           modules_to_save=tuple(g.modules_to_save), seed=g.seed, device=runtime.device,
                           dtype=runtime.dtype, quantize=spec.quantize)
-    train_generator(gspec, examples, out, runtime.cache_dir, write_done=False)
+    return train_generator_into(gspec, examples, out, runtime.cache_dir)
