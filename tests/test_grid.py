@@ -83,6 +83,9 @@ def test_smoke_grid_writes_results_and_report(smoke_run):
         assert (out / "report" / name).is_file(), name
     assert (out / "report" / "figure_main.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "biased-lexical-overlap" in (out / "audit.md").read_text()
+    page = (out / "report" / "report.html").read_text(encoding="utf-8")  # the samples of the real generation
+    browse = page.split("<h2>Browse the synthetic data</h2>")[1]
+    assert "Accepted pairs: 20 random per label (of 60 accepted)" in browse and "Filter biased-lexical-overlap" in browse
 
 
 def test_rerun_does_no_work_and_dry_run_says_cached(smoke_run, capsys):

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from blindspot.logsetup import SCREEN
 from blindspot.training.group_rng import AdapterRNG
 from blindspot.training.loop import FitResult, OptimSpec, build_optimizer
 
@@ -364,7 +365,7 @@ class AdapterGroup:
         run.steps, run.seen, run.rows, run.window = pos.step, pos.seen, list(pos.rows), list(pos.window)
         run.resumed = pos.seen
         log.info("run %d of the group: resuming from checkpoint %s: step %d of %d (epoch %d, batch %d)",
-                 k, found, pos.step, run.total, pos.epoch, pos.batch)
+                 k, found, pos.step, run.total, pos.epoch, pos.batch, extra=SCREEN)
         return pos.epoch, pos.batch
 
     def export(self, k: int) -> None:

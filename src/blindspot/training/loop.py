@@ -27,6 +27,8 @@ from typing import Callable, Literal, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from blindspot.logsetup import SCREEN
+
 log = logging.getLogger(__name__)
 
 PAPER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -193,7 +195,7 @@ def fit(model: torch.nn.Module, batches: Sequence[dict] | Callable[[int], Sequen
         pos = load_checkpoint(found, model, opt, sched)
         step, seen, rows, window, start_epoch, start_batch = pos.step, pos.seen, pos.rows, pos.window, pos.epoch, pos.batch
         log.info("%s: resuming from checkpoint %s: step %d of %d (epoch %d, batch %d, %d examples done)",
-                 desc, found, step, total, start_epoch, start_batch, seen)
+                 desc, found, step, total, start_epoch, start_batch, seen, extra=SCREEN)
     resumed_seen = seen
     per_epoch = sum(int(b["input_ids"].shape[0]) for b in first)
     bar = progress_bar(per_epoch * optim.epochs, desc, unit="ex", initial=seen)
