@@ -261,7 +261,7 @@ def _fake_stages(monkeypatch, calls: list):
         calls.append(("group", sorted(s.x for s in specs)))
         for s, out in zip(specs, outs):
             (out / "x.txt").write_text(str(s.x))
-        return ["bad data" if s.fail else None for s in specs]
+        return ["bad data" if s.fail else {"x": s.x, "wall_s": 0.5} for s in specs]
 
     module = types.SimpleNamespace(Spec=Spec, run=run, run_group=run_group)
     monkeypatch.setitem(stages.STAGES, "augment", module)
@@ -285,6 +285,10 @@ def test_run_group_holds_each_members_lock_and_writes_its_records(tmp_path, monk
         d = m.path(store)
         assert (d / "DONE").exists() and (d / "stage.json").exists()
         assert json.loads((d / "timing.json").read_text())["grouped_with"] == 2
+        meta = json.loads((d / "meta.json").read_text())  # the member's facts, the runtime merged in by the store
+        assert meta["x"] == int((d / "x.txt").read_text()) and meta["wall_s"] == 0.5
+        assert meta["stage"] == "augment" and meta["threads"] >= 1 and meta["device"] == "cpu"
+        assert {"blindspot_version", "git_commit", "host", "packages", "started_at"} <= set(meta)
         running = [e for e in read_status(d) if e["event"] == "running"]
         assert len(running) == 1 and running[0]["group"] == [x.dirname for x in members[:3]]
     assert not (members[2].path(store) / "DONE").exists()

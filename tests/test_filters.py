@@ -141,7 +141,8 @@ def test_grid_filter_stage_reads_the_pool_for_original_sources(tmp_path):
 
     save_examples(tmp_path / "prepare" / "pool.jsonl", _examples())
     spec = filter_stage.Spec(filter="biased-lexical-overlap", input="pool", overlap_rule="paper")
-    filter_stage.run(spec, {"data": tmp_path / "prepare"}, tmp_path / "out", Runtime())
+    facts = filter_stage.run(spec, {"data": tmp_path / "prepare"}, tmp_path / "out", Runtime())
+    assert not (tmp_path / "out" / "meta.json").exists() and facts["examples_per_s"] > 0  # meta.json: the store's
     kept = load_examples(tmp_path / "out" / "kept.jsonl")
     expected, _, _ = filters.get_filter("biased-lexical-overlap")(_examples())
     assert [e.id for e in kept] == [e.id for e in expected] and kept

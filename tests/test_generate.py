@@ -150,6 +150,8 @@ def test_too_few_valid_examples_is_a_clear_error(gen, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert not report["complete"] and report["rejected"] == {"no_marker": 60}
     assert not (tmp_path / "out" / "DONE").exists()
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())  # standalone: how the short run went
+    assert meta["new_records"] == 0 and meta["engine"] == "native" and meta["threads"] >= 1
 
 
 def test_another_spec_in_the_same_directory_is_refused(gen, tmp_path):

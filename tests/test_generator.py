@@ -175,11 +175,11 @@ def test_modules_to_save_trains_embeddings_and_head_and_reloads_identically(tiny
     captured = {}
     original = generator_module.save_adapter_dir
 
-    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+    def spy(model, tokenizer, out_dir, info_name, info, rows):
         ids = torch.tensor([prompt_ids(tokenizer, GeneratorSpec().template(), "neutral")])
         with torch.no_grad():
             captured["logits"] = model(input_ids=ids).logits
-        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+        original(model, tokenizer, out_dir, info_name, info, rows)
 
     monkeypatch.setattr(generator_module, "save_adapter_dir", spy)
     spec = GeneratorSpec(model=str(base), lora=LoraSpec(r=8, alpha=16), device="cpu",
@@ -224,11 +224,11 @@ def test_4bit_generator_trains_reloads_unmerged_and_samples(tiny_generator, tmp_
     captured = {}
     original = generator_module.save_adapter_dir
 
-    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+    def spy(model, tokenizer, out_dir, info_name, info, rows):
         with torch.no_grad():
             captured["logits"] = model(input_ids=torch.tensor([prompt_ids(tokenizer, GeneratorSpec().template(),
                                                                           "neutral")])).logits
-        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+        original(model, tokenizer, out_dir, info_name, info, rows)
 
     generator_module.save_adapter_dir = spy
     try:

@@ -162,10 +162,35 @@ def test_augmentations_are_trained_together_and_match_alone(smoke_run, tmp_path)
         ref = tmp_path / st.dirname
         ref.mkdir()
         spec = augment.Spec.model_validate(st.spec)
-        augment.run(spec, {k: v.path(store) for k, v in st.inputs.items()}, ref, resolve_runtime(spec))
+        facts = augment.run(spec, {k: v.path(store) for k, v in st.inputs.items()}, ref, resolve_runtime(spec))
+        assert not (ref / "meta.json").exists() and not (ref / "DONE").exists()  # the store writes those
+        assert facts["train_examples_per_s"] > 0 and facts["mfu"]["model_flops"] > 0 and "group" not in facts
         wg, wa = load_file(st.path(store) / "adapter_model.safetensors"), load_file(ref / "adapter_model.safetensors")
         for key in wa:
             torch.testing.assert_close(wg[key], wa[key], rtol=1e-4, atol=1e-6)
+
+
+# what each kind's run reports for its meta.json (besides what the store merges in)
+STAGE_FACTS = {"prepare": "pool", "base": "pretrain_examples", "start": "train_examples_per_s",
+               "augment": "train_examples_per_s", "generator": "train_examples_per_s", "generate": "engine",
+               "filter": "examples_per_s", "evaluate": "examples_per_s", "audit": "sets"}
+
+
+def test_the_store_writes_every_stages_meta_with_the_stages_facts_and_the_runtime(smoke_run):
+    """meta.json of every stage kind: the facts its `run` returned, with the runtime the store merged
+    in (versions, commit, host, device, dtype, threads, start time), written before DONE."""
+    out, _ = smoke_run
+    dirs = [d for d in (out / "stages").iterdir() if (d / "DONE").exists()]
+    assert {d.name.rsplit("-", 1)[0] for d in dirs} == set(STAGE_FACTS)
+    for d in dirs:
+        kind, meta = d.name.rsplit("-", 1)[0], json.loads((d / "meta.json").read_text())
+        timing = json.loads((d / "timing.json").read_text())
+        assert meta[STAGE_FACTS[kind]] is not None, (d.name, meta)
+        assert meta["stage"] == kind and meta["threads"] == timing["threads"] and meta["host"]
+        assert meta["device"].split(":")[0] == timing["runtime"]["device"].split(":")[0]
+        assert meta["dtype"] == timing["runtime"]["dtype"]
+        assert {"blindspot_version", "git_commit", "packages", "started_at", "wall_s"} <= set(meta)
+        assert (d / "meta.json").stat().st_mtime <= (d / "DONE").stat().st_mtime
 
 
 def test_killed_run_resumes_to_the_same_results(smoke_run, tmp_path):

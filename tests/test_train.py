@@ -54,10 +54,10 @@ def trained(base, tmp_path_factory):
     captured = {}
     original = train.save_adapter_dir
 
-    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+    def spy(model, tokenizer, out_dir, info_name, info, rows):
         captured["logits"] = logits(model, tokenizer, info["template"])
         captured["state"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+        original(model, tokenizer, out_dir, info_name, info, rows)
 
     train.save_adapter_dir = spy
     try:
@@ -156,10 +156,10 @@ def test_bf16_on_cpu_trains_under_autocast_and_reloads(base, tmp_path):
     captured = {}
     original = train.save_adapter_dir
 
-    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+    def spy(model, tokenizer, out_dir, info_name, info, rows):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             captured["logits"] = logits(model, tokenizer, info["template"]).float()
-        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+        original(model, tokenizer, out_dir, info_name, info, rows)
 
     train.save_adapter_dir = spy
     try:
@@ -314,10 +314,10 @@ def test_4bit_qlora_classifier_on_cpu_trains_saves_and_reloads_identically(base,
     captured = {}
     original = train.save_adapter_dir
 
-    def spy(model, tokenizer, out_dir, info_name, info, rows, meta):
+    def spy(model, tokenizer, out_dir, info_name, info, rows):
         captured["logits"] = logits(model, tokenizer, info["template"])
         captured["4bit"] = any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
-        original(model, tokenizer, out_dir, info_name, info, rows, meta)
+        original(model, tokenizer, out_dir, info_name, info, rows)
 
     train.save_adapter_dir = spy
     try:

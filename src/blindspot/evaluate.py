@@ -42,9 +42,9 @@ from blindspot.errors import BlindspotError, ConfigError, DataError
 from blindspot.progress import progress_bar
 from blindspot.mfu import flop_shape, inference_mfu
 from blindspot.reliance import overlap_flags as overlap_by_rule
-from blindspot.runmeta import run_metadata
+from blindspot.runmeta import Facts, finish_standalone, now
 from blindspot.stats import accuracy_row
-from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done, mark_done
+from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done
 from blindspot.templates import encode_classifier_inputs
 
 log = logging.getLogger(__name__)
@@ -351,15 +351,32 @@ def _check_out_dir(out_dir: Path, spec: dict) -> bool:
 def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_size: int = 32,
              per_subcase: int | None = None, per_label: int | None = None, seed: int = 0,
              device: str = "auto", max_length: int | None = None,
-             overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE, dtype: str = "auto",
-             write_done: bool = True) -> Path:
-    """Evaluate `classifier` (a directory or a loaded Classifier) on named sets; returns `out_dir`.
+             overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE, dtype: str = "auto") -> Path:
+    """Evaluate `classifier` (a directory or a loaded Classifier) on named sets into `out_dir`, the
+    directory this call owns (metrics.json, predictions/, meta.json, DONE); returns `out_dir`. A
+    finished evaluation with this spec is kept.
 
     max_length None = the classifier's training max_length (512 if it has none). `overlap_rule`
     decides the lexical_overlap slices of general-task sets. `dtype` (auto, float32, bfloat16,
     float16) is the dtype a classifier directory is loaded in; a loaded Classifier keeps its own.
-    `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
     """
+    started = now()
+    facts = evaluate_into(classifier, sets, out_dir, batch_size, per_subcase, per_label, seed, device, max_length,
+                          overlap_rule, dtype, keep_done=True)
+    if facts is not None:
+        finish_standalone(out_dir, facts, started)
+    return Path(out_dir)
+
+
+def evaluate_into(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_size: int = 32,
+                  per_subcase: int | None = None, per_label: int | None = None, seed: int = 0,
+                  device: str = "auto", max_length: int | None = None,
+                  overlap_rule: heuristics.OverlapRule = heuristics.DEFAULT_OVERLAP_RULE,
+                  dtype: str = "auto", *, keep_done: bool = False) -> Facts | None:
+    """`evaluate`'s work: metrics.json and predictions/ into `out_dir`; returns the facts for its
+    meta.json (the evaluation's spec, model, device, dtype, wall_s, throughput per set, MFU). No
+    meta.json, no DONE: the directory's owner writes them (the grid's store, or `evaluate`).
+    `keep_done`: None, doing nothing, if `out_dir` holds this very evaluation already."""
     out_dir = Path(out_dir)
     if not sets:
         raise ConfigError("no evaluation sets given (use --set NAME=SOURCE)")
@@ -368,9 +385,9 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
             "sets": {n: _source_label(src, n) for n, src in sets.items()},
             "batch_size": batch_size, "per_subcase": per_subcase, "per_label": per_label, "seed": seed,
             "max_length": max_length, "overlap_rule": heuristics.check_rule(overlap_rule), "dtype": dtype}
-    if _check_out_dir(out_dir, spec):
+    if keep_done and _check_out_dir(out_dir, spec):
         log.info("%s: already done", out_dir)
-        return out_dir
+        return None
     clf = _resolve_classifier(classifier, device, dtype)
     info = getattr(clf, "spec", None) or {}
     if max_length is None:
@@ -409,14 +426,11 @@ def evaluate(classifier, sets: Mapping[str, Any], out_dir: str | Path, batch_siz
         "sets": report, "classifier": spec["classifier"], "examples_per_s": eps, "overlap_rule": overlap_rule,
         "subsample": {"per_subcase": per_subcase, "per_label": per_label, "seed": seed}})
     model_name = (info.get("base") or {}).get("name") or (info.get("spec") or {}).get("model") or info.get("model")
-    atomic_write_json(out_dir / "meta.json", run_metadata(
-        stage="evaluate", spec=spec, classifier=info, model=model_name, max_length=max_length,
-        overlap_rule=overlap_rule, device=str(getattr(clf, "device", "")), dtype=str(dtype),
-        wall_s=round(wall, 3), examples=total, examples_per_s=eps, sets=timing, mfu=mfu))
-    if write_done:
-        mark_done(out_dir)
     log.info("evaluation of %d examples in %.1f s (%.1f examples/s) -> %s", total, wall, eps or 0, out_dir)
-    return out_dir
+    return {"stage": "evaluate", "spec": spec, "classifier": info, "model": model_name, "max_length": max_length,
+            "overlap_rule": overlap_rule, "device": str(getattr(clf, "device", "")),
+            "dtype": str(dtype).removeprefix("torch."), "wall_s": round(wall, 3), "examples": total,
+            "examples_per_s": eps, "sets": timing, "mfu": mfu}
 
 
 # --- command line ---------------------------------------------------------------------------

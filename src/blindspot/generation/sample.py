@@ -17,7 +17,8 @@ accounting, dedup, leakage, the files and resumption are this module's, for ever
 
 Output directory: synthetic.jsonl (valid records, appended per batch), rejects.jsonl (raw text
 and reason), progress.json (batches finished per label: the commit point of each batch),
-report.json (counts by reason, duplicates, leakage), spec.json, meta.json, DONE last.
+report.json (counts by reason, duplicates, leakage), spec.json, and from the directory's owner
+(`generate` standalone, the store in a grid) meta.json, then DONE last.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from blindspot.errors import BlindspotError, ConfigError
 from blindspot.generation.parsing import LeakageIndex, PairFilter, doomed_reason, parse_generation
 from blindspot.progress import progress_bar
 from blindspot.mfu import inference_mfu
-from blindspot.runmeta import run_metadata
-from blindspot.storage import atomic_write_json, atomic_write_text, is_done, mark_done
+from blindspot.runmeta import Facts, finish_standalone, now, torch_threads, write_meta
+from blindspot.storage import atomic_write_json, atomic_write_text, is_done
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +225,18 @@ def _report(spec: GenerateSpec, labels, progress: dict, records: list[dict], rej
     }
 
 
-def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=None, write_done: bool = True) -> Path:
-    """Sample until `n_per_label` valid records per label are in `out_dir`; resumes a killed run.
+class TooFewValid(BlindspotError):
+    """The generator produced too few valid examples within its attempts; `facts` are what the run
+    measured, for the meta.json of a standalone run (a grid's failed stage has none)."""
 
-    `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
+    def __init__(self, message: str, facts: Facts | None = None) -> None:  # facts optional: it pickles
+        super().__init__(message)
+        self.facts = facts or {}
+
+
+def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=None) -> Path:
+    """Sample until `n_per_label` valid records per label are in `out_dir`, the directory this call
+    owns (its files, meta.json, DONE); resumes a killed run, keeps a finished one.
 
     `generator`: a loaded Generator for the native engine; `engine`: an open engine (blindspot.generation.engines)
     to reuse across runs. Otherwise the engine spec.engine names is opened on spec.generator.
@@ -236,6 +245,22 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=Non
     if is_done(out):
         log.info("%s is done already; nothing to do", out)
         return out
+    started = now()
+    try:
+        facts = generate_into(spec, out, generator, engine)
+    except TooFewValid as e:  # meta.json still says how the short run went
+        write_meta(out, e.facts, threads=torch_threads(), started_at=started)
+        raise
+    finish_standalone(out, facts, started)
+    return out
+
+
+def generate_into(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=None) -> Facts:
+    """Sample into `out_dir` (resuming what is there) until every label has its valid records;
+    returns the run's facts for meta.json (engine, device, dtype, wall_s, throughput, MFU). No
+    meta.json, no DONE: the directory's owner writes them (the grid's store, or `generate`).
+    TooFewValid if a label ran out of attempts."""
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name, why = choose_engine(spec, engine)
     log.info("generation engine: %s (%s)", name, why)
@@ -244,13 +269,13 @@ def generate(spec: GenerateSpec, out_dir: str | Path, generator=None, engine=Non
     opened = engine is None
     engine = engine or open_engine(name, spec, generator)
     try:
-        return _sample_until_done(spec, out, engine, write_done)
+        return _sample_until_done(spec, out, engine)
     finally:
         if opened:
             engine.close()  # frees the GPU (vLLM) for the stages that follow in this process
 
 
-def _sample_until_done(spec: GenerateSpec, out: Path, engine, write_done: bool = True) -> Path:
+def _sample_until_done(spec: GenerateSpec, out: Path, engine) -> Facts:
     """The sampling loop of `generate`: batches until every label has its records, or its attempt cap."""
     engine.reset()
     gen = engine.gen
@@ -293,20 +318,17 @@ def _sample_until_done(spec: GenerateSpec, out: Path, engine, write_done: bool =
     report = _report(spec, labels, progress, records, rejects, leakage)
     atomic_write_json(out / "report.json", report)
     c = engine.counter
-    atomic_write_json(out / "meta.json", run_metadata(
-        **engine.describe(), wall_s=wall, new_records=new,
-        examples_per_s=new / wall if wall else None, decode_tokens_per_s=computed / wall if wall else None,
-        # model FLOPs the engine computed (blindspot.mfu), prompt and generated tokens, over the device's peak
-        mfu=inference_mfu(c.shape, c.flops, c.tokens, wall, gen.device, engine.dtype) if new else None))
+    facts = {**engine.describe(), "wall_s": wall, "new_records": new,
+             "examples_per_s": new / wall if wall else None, "decode_tokens_per_s": computed / wall if wall else None,
+             # model FLOPs the engine computed (blindspot.mfu), prompt and generated tokens, over the device's peak
+             "mfu": inference_mfu(c.shape, c.flops, c.tokens, wall, gen.device, engine.dtype) if new else None}
     if not report["complete"]:
         short = {lab: f"{v['valid']} of {spec.wanted(lab)}" for lab, v in report["labels"].items()
                  if v["valid"] < spec.wanted(lab)}
-        raise BlindspotError(f"{out}: the generator produced too few valid examples after "
-                             f"{spec.max_attempts_factor:g}x as many attempts ({short}); see {out / 'report.json'} "
-                             "and rejects.jsonl")
-    if write_done:
-        mark_done(out)
-    return out
+        raise TooFewValid(f"{out}: the generator produced too few valid examples after "
+                          f"{spec.max_attempts_factor:g}x as many attempts ({short}); see {out / 'report.json'} "
+                          "and rejects.jsonl", facts)
+    return facts
 
 
 # ---------------------------------------------------------------- command line

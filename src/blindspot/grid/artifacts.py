@@ -2,9 +2,14 @@
 
     <root>/<stage>-<hash12>/
         stage.json   what was asked (the stage spec, the input directories, the code version)
-        meta.json    how it ran (versions, git commit, device, wall time, throughput)
+        meta.json    how it ran (versions, git commit, host, device, dtype, threads, wall time, and the
+                     stage's own facts: throughput, MFU, ...)
+        timing.json  wall time, host, runtime; status.jsonl: what happened to it, when and where
         ...          the stage's outputs
         DONE         written last; a directory without it is incomplete and is redone or resumed
+
+The stage writes only its outputs; blindspot.grid.store writes stage.json, meta.json, timing.json
+and DONE.
 
 The hash covers the stage name, its spec, the hashes of its input stages and the stage kind's
 code version (blindspot.grid.stage_versions), so

@@ -156,7 +156,7 @@ def _evaluation(cfg, tmp: Path, model, tokenizer, prepare: Path, plan) -> tuple[
             "template": _format(cfg.classifier.template), "base": base_identity(str(model.name_or_path),
                                                                                  Path(model.name_or_path)),
             "lora": cfg.classifier.lora.model_dump(mode="json"), "max_length": cfg.classifier.max_length}
-    save_adapter_dir(model, tokenizer, clf, "classifier.json", info, [], {})
+    save_adapter_dir(model, tokenizer, clf, "classifier.json", info, [])
     mark_done(clf)  # save_adapter_dir leaves DONE to its caller
     n = cfg.evaluation.batch_size * EVAL_BATCHES
     sets = {}

@@ -45,7 +45,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "base": (*_DATA, *_MODEL, "training/loop.py", "training/generator.py", "stages/base.py"),
     "start": (*_DATA, *_MODEL, *_TRAINING),
     "augment": (*_DATA, *_MODEL, *_TRAINING, "training/grouped.py", "training/group_rng.py",
-                "training/group_runs.py:train_classifiers_together", "stages/augment.py"),
+                "training/group_runs.py:train_together_into", "stages/augment.py"),
     "generator": (*_DATA, *_MODEL, "training/loop.py", "training/resume.py", "training/generator.py",
                   "stages/start.py:ModelChoice", "stages/generator.py"),
     "generate": (*_DATA, *_MODEL, "training/generator.py", "generation/sample.py", "generation/decode.py",

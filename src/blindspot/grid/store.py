@@ -7,8 +7,10 @@ A store is a directory of stage directories (artifacts.py names them). Several d
 takes the stage's lock (`filelock`, an OS-level `flock` on `<stage>/.lock`) before it writes
 anything, so one stage never runs twice at once; the OS drops the lock of a process that dies,
 so a killed run leaves nothing to clean up. Under the lock it checks DONE again (another driver
-may have finished the stage meanwhile), writes `stage.json`, runs the stage, writes
-`timing.json`, then `DONE` last: the stage modules never write DONE into a grid's directory.
+may have finished the stage meanwhile), writes `stage.json`, runs the stage, writes `meta.json`
+(the facts the stage's `run` returned, with the runtime merged in: blindspot.runmeta.write_meta),
+`timing.json`, then `DONE` last. The store is the one writer of these four: the stage modules
+write only their outputs.
 
 `status.jsonl` gets one JSON line per event, each with a UTC timestamp, host and pid:
 `waiting` (planned, inputs not done yet), `locked` (another process holds the stage),
@@ -34,6 +36,7 @@ from filelock import FileLock, Timeout
 
 from blindspot.grid.artifacts import StageSpec, write_spec
 from blindspot.errors import BlindspotError
+from blindspot.runmeta import now, write_meta
 from blindspot.storage import atomic_write_json, mark_done
 
 log = logging.getLogger(__name__)
@@ -125,12 +128,12 @@ def _run_held(stage: StageSpec, store: Path, run_id: str, on_start, threads: int
     log.info("stage %s -> %s (%s)", stage.label, out, where())
     if on_start is not None:
         on_start(stage)
-    t0 = time.time()
+    t0, started = time.time(), now()
     try:
         module = STAGES[stage.stage]
         spec = module.Spec.model_validate(stage.spec)
         runtime = resolve_runtime(spec, threads)
-        module.run(spec, {k: v.path(store) for k, v in stage.inputs.items()}, out, runtime)
+        facts = module.run(spec, {k: v.path(store) for k, v in stage.inputs.items()}, out, runtime)
     except BlindspotError as e:
         append_status(out, "failed", run=run_id, error=str(e))
         return Outcome("failed", time.time() - t0, str(e), where())
@@ -138,13 +141,16 @@ def _run_held(stage: StageSpec, store: Path, run_id: str, on_start, threads: int
         append_status(out, "failed", run=run_id, error=f"{type(e).__name__}: {e}")
         raise
     wall = round(time.time() - t0, 3)
-    _finish(stage, store, run_id, wall, runtime)
+    _finish(stage, store, run_id, wall, runtime, facts, started)
     return Outcome("done", wall, None, where())
 
 
-def _finish(stage: StageSpec, store: Path, run_id: str, wall: float, runtime, **timing) -> None:
-    """timing.json, then DONE (last), then the status line."""
+def _finish(stage: StageSpec, store: Path, run_id: str, wall: float, runtime, facts: dict | None, started: str,
+            **timing) -> None:
+    """meta.json (the stage's facts, the runtime merged in), timing.json, then DONE (last), then the status line."""
     out = stage.path(store)
+    write_meta(out, facts, stage=stage.stage, device=runtime.device, dtype=runtime.dtype, threads=runtime.threads,
+               started_at=started, wall_s=wall)
     atomic_write_json(out / "timing.json", {"label": stage.label, "wall_s": wall, "host": where(),
                                             "runtime": runtime.__dict__, "threads": runtime.threads, **timing})
     mark_done(out)
@@ -212,37 +218,35 @@ def _run_group_held(members: list[StageSpec], store: Path, run_id: str, on_start
     if on_start is not None:
         on_start(members[0])
     module = STAGES[members[0].stage]
-    t0 = time.time()
+    t0, started = time.time(), now()
     try:
         specs = [module.Spec.model_validate(st.spec) for st in members]
         runtime = resolve_runtime(specs[0], threads)
-        errors = module.run_group(specs, [{k: v.path(store) for k, v in st.inputs.items()} for st in members],
-                                  [st.path(store) for st in members], runtime)
+        results = module.run_group(specs, [{k: v.path(store) for k, v in st.inputs.items()} for st in members],
+                                   [st.path(store) for st in members], runtime)
     except BlindspotError as e:
-        errors = [str(e)] * len(members)
+        results = [str(e)] * len(members)
     except BaseException as e:
         for st in members:
             append_status(st.path(store), "failed", run=run_id, error=f"{type(e).__name__}: {e}")
         raise
     wall = time.time() - t0
-    for st, error, share in zip(members, errors, _shares(members, store, errors, wall)):
-        if error is not None:
-            append_status(st.path(store), "failed", run=run_id, error=error)
-            outcomes[st.dirname] = Outcome("failed", share, error, where())
+    for st, result, share in zip(members, results, _shares(results, wall)):
+        if isinstance(result, str):
+            append_status(st.path(store), "failed", run=run_id, error=result)
+            outcomes[st.dirname] = Outcome("failed", share, result, where())
         else:
-            _finish(st, store, run_id, share, runtime, grouped_with=len(members) - 1, group_wall_s=round(wall, 3))
+            _finish(st, store, run_id, share, runtime, result, started, grouped_with=len(members) - 1,
+                    group_wall_s=round(wall, 3))
             outcomes[st.dirname] = Outcome("done", share, None, where())
     return outcomes
 
 
-def _shares(members: list[StageSpec], store: Path, errors: list[str | None], wall: float) -> list[float]:
-    """Each member's part of the group's wall time: its meta.json wall_s (its share of loading and
-    training, blindspot.training.group_runs) plus an equal part of the rest; equal parts without meta."""
-    own = []
-    for st, error in zip(members, errors):
-        meta = st.path(store) / "meta.json"
-        own.append(json.loads(meta.read_text()).get("wall_s", 0.0) if error is None and meta.is_file() else 0.0)
-    rest = max(wall - sum(own), 0.0) / len(members)
+def _shares(results: list[dict | str], wall: float) -> list[float]:
+    """Each member's part of the group's wall time: the wall_s its facts report (its share of loading
+    and training, blindspot.training.group_runs) plus an equal part of the rest; 0 own for a failed one."""
+    own = [0.0 if isinstance(r, str) else float((r or {}).get("wall_s") or 0.0) for r in results]
+    rest = max(wall - sum(own), 0.0) / len(results)
     return [round(o + rest, 3) for o in own]
 
 

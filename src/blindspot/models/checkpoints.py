@@ -2,8 +2,9 @@
 
 A trained adapter directory holds the adapter (safetensors), the tokenizer, an info file
 (classifier.json / generator.json: its spec and `base_identity`, the base model's name, path and
-fingerprint), train_log.jsonl and meta.json. Reading one checks its files first
-(blindspot.models.checkpoint_files), so that a cut or corrupt file is one error naming it.
+fingerprint), train_log.jsonl and, written by its owner (blindspot.runmeta), meta.json. Reading
+one checks its files first (blindspot.models.checkpoint_files), so that a cut or corrupt file is
+one error naming it.
 """
 
 from __future__ import annotations
@@ -68,10 +69,9 @@ def verified_base(base: dict, where: Path) -> Path:
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict, log_rows: list[dict],
-                     meta: dict) -> None:
-    """Adapter (safetensors) and tokenizer, `info_name`, train_log.jsonl, meta.json; no DONE (the caller
-    writes it: the training function standalone, the store in a grid)."""
+def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict, log_rows: list[dict]) -> None:
+    """Adapter (safetensors) and tokenizer, `info_name`, train_log.jsonl; no meta.json and no DONE (the
+    directory's owner writes them: the training function standalone, the store in a grid)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out_dir))
     try:
@@ -83,7 +83,6 @@ def save_adapter_dir(model, tokenizer, out_dir: Path, info_name: str, info: dict
     tokenizer.save_pretrained(out_dir)
     atomic_write_json(out_dir / info_name, info)
     atomic_write_jsonl(out_dir / "train_log.jsonl", log_rows)
-    atomic_write_json(out_dir / "meta.json", meta)
     remove_checkpoints(out_dir)  # the weights are saved: mid-training checkpoints are not needed
     log.info("saved %s", out_dir / info_name)
 

@@ -14,9 +14,12 @@
 
 A stage's parameters are its `Spec` (the planner, grid/plan.py, builds it from the experiment
 config; its JSON is what the stage directory's hash covers). `run` reads only the spec, its
-input stage directories and the `Runtime` that blindspot.grid.store resolved just before it started
-(device, dtype, model cache, CPU threads: how it runs, not what it computes, so not hashed), writes into `out`, and returns; the store writes DONE. So any executor (in
-process, or a Ray worker) runs them the same way.
+input stage directories and the `Runtime` that blindspot.grid.store resolved just before it
+started (device, dtype, model cache, CPU threads: how it runs, not what it computes, so not
+hashed), writes its outputs into `out`, and returns its `Facts` (what it measured: wall time,
+throughput, MFU, engine, counts). It writes no stage.json, meta.json, timing.json or DONE: the
+store writes those, meta.json from the facts with the runtime merged in (blindspot.runmeta), DONE
+last. So any executor (in process, or a Ray worker) runs them the same way.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from __future__ import annotations
 from types import ModuleType
 
 from blindspot.stages import audit, augment, base, evaluate, filter, generate, generator, prepare, start  # noqa: A004
-from blindspot.stages.common import Inputs, Runtime, StageModel, spec_json
+from blindspot.stages.common import Facts, Inputs, Runtime, StageModel, spec_json
 
 STAGES: dict[str, ModuleType] = {
     "prepare": prepare, "base": base, "start": start, "generator": generator, "generate": generate,
     "filter": filter, "augment": augment, "evaluate": evaluate, "audit": audit,
 }
 
-__all__ = ["STAGES", "Inputs", "Runtime", "StageModel", "spec_json"]
+__all__ = ["STAGES", "Facts", "Inputs", "Runtime", "StageModel", "spec_json"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from blindspot.errors import ConfigError
-from blindspot.stages.common import Inputs, Runtime, source_examples
+from blindspot.stages.common import Facts, Inputs, Runtime, source_examples
 from blindspot.stages.start import ClassifierTraining, ModelChoice, classifier_spec
 from blindspot.storage import atomic_write_json
 
@@ -40,28 +40,32 @@ def job(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime):
     return classifier_spec(spec, spec.classifier, spec.seed, inputs, runtime, init_from=inputs["start"]), examples
 
 
-def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
-    """Sample m balanced examples from the `data` input (minus the start's, if asked) and continue `start`."""
-    from blindspot.training.classifier import train_classifier
+def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
+    """Sample m balanced examples from the `data` input (minus the start's, if asked) and continue
+    `start`; its facts for meta.json."""
+    from blindspot.training.classifier import train_classifier_into
 
-    train_classifier(*job(spec, inputs, out, runtime), out, runtime.cache_dir, write_done=False)
+    return train_classifier_into(*job(spec, inputs, out, runtime), out, runtime.cache_dir)
 
 
-def run_group(specs: list[Spec], inputs: list[Inputs], outs: list[Path], runtime: Runtime) -> list[str | None]:
+def run_group(specs: list[Spec], inputs: list[Inputs], outs: list[Path], runtime: Runtime) -> list[Facts | str]:
     """Several augment stages that continue one start, trained together (blindspot.training.group_runs): each
-    one's job, then one base with K adapters. Returns each member's error (None: it ran); a member
-    whose sample fails is left out. A BlindspotError of the joint training fails them all."""
+    one's job, then one base with K adapters. Returns, per member, its facts for meta.json (it ran)
+    or its error (a str: its sample failed, it is left out). A BlindspotError of the joint training
+    fails them all."""
     from blindspot.errors import BlindspotError
-    from blindspot.training.group_runs import train_classifiers_together
+    from blindspot.training.group_runs import train_together_into
 
-    errors: list[str | None] = [None] * len(specs)
+    results: list[Facts | str] = [""] * len(specs)
     jobs = []
     for k, (spec, inp, out) in enumerate(zip(specs, inputs, outs)):
         try:
             jobs.append((k, *job(spec, inp, out, runtime)))
         except BlindspotError as e:
-            errors[k] = str(e)
+            results[k] = str(e)
     if jobs:
-        train_classifiers_together([j[1] for j in jobs], [j[2] for j in jobs], [outs[j[0]] for j in jobs],
-                                   runtime.cache_dir, write_done=False)
-    return errors
+        facts = train_together_into([j[1] for j in jobs], [j[2] for j in jobs], [outs[j[0]] for j in jobs],
+                                    runtime.cache_dir)
+        for j, f in zip(jobs, facts):
+            results[j[0]] = f
+    return results

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from blindspot.stages.common import Inputs, Runtime, StageModel, load_prepared
+from blindspot.stages.common import Facts, Inputs, Runtime, StageModel, load_prepared
 
 
 class Spec(StageModel):
@@ -43,8 +43,9 @@ def spec_for(model: str) -> Spec | None:
     return Spec(model=model) if model in BUILT_FROM_DATA else None
 
 
-def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
-    """Build the tokenizer and model under out/model and pretrain it on the runtime's device."""
+def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
+    """Build the tokenizer and model under out/model and pretrain it on the runtime's device; the
+    pretraining's facts, for meta.json."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -68,5 +69,8 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     torch.manual_seed(spec.seed)
     device = torch.device(runtime.device)
     model = AutoModelForCausalLM.from_pretrained(path).to(device)
-    fit(model, generator_batches(load_tokenizer(path), pre, examples), pre.optim, device, desc="pretrain tiny-llama")
+    result = fit(model, generator_batches(load_tokenizer(path), pre, examples), pre.optim, device,
+                 desc="pretrain tiny-llama")
     model.save_pretrained(path)
+    return {"pretrain_examples": len(examples), "train_seconds": result.seconds,
+            "train_examples_per_s": result.examples_per_s}

@@ -1,4 +1,4 @@
-"""What every stage shares: the Runtime it runs with, its inputs, and reading prepare's sets."""
+"""What every stage shares: the Runtime it runs with, its inputs, the Facts it returns, reading prepare's sets."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from blindspot.data.example import NLIExample, NLISet, load_examples
+from blindspot.runmeta import Facts  # noqa: F401  (what a stage's run returns, for its meta.json)
 
 Inputs = dict[str, Path]  # input name -> that stage's directory
 FROZEN = ConfigDict(frozen=True, extra="forbid")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from blindspot.stages.common import Inputs, Runtime, StageModel, load_prepared
+from blindspot.stages.common import Facts, Inputs, Runtime, StageModel, load_prepared
 
 
 class Spec(StageModel):
@@ -22,11 +22,11 @@ class Spec(StageModel):
     overlap_rule: Literal["paper", "words"] = Field("paper", description="Tokens of the lexical-overlap slices.")
 
 
-def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
-    """Evaluate the `classifier` input on every set; metrics.json, predictions/, meta.json."""
-    from blindspot.evaluate import evaluate
+def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
+    """Evaluate the `classifier` input on every set (metrics.json, predictions/); its facts for meta.json."""
+    from blindspot.evaluate import evaluate_into
 
     sets = {name: load_prepared(inputs["prepare"], name) for name in spec.sets}
-    evaluate(inputs["classifier"], sets, out, batch_size=spec.batch_size, per_subcase=spec.per_subcase,
-             per_label=spec.per_label, seed=spec.seed, device=runtime.device, max_length=spec.max_length,
-             overlap_rule=spec.overlap_rule, dtype=runtime.dtype, write_done=False)
+    return evaluate_into(inputs["classifier"], sets, out, batch_size=spec.batch_size, per_subcase=spec.per_subcase,
+                         per_label=spec.per_label, seed=spec.seed, device=runtime.device, max_length=spec.max_length,
+                         overlap_rule=spec.overlap_rule, dtype=runtime.dtype)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from blindspot.stages.common import Inputs, Runtime, StageModel
+from blindspot.stages.common import Facts, Inputs, Runtime, StageModel
 
 
 class Generation(StageModel):
@@ -70,13 +70,14 @@ class Spec(StageModel):
         return f"round{self.round}-{self.mode}-" if self.round is not None else ""
 
 
-def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
-    """Sample with the `generator` input until each label has its valid examples (resumes a killed run)."""
-    from blindspot.generation.sample import GenerateSpec, generate
+def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
+    """Sample with the `generator` input until each label has its valid examples (resumes a killed
+    run); its facts for meta.json (engine, throughput, MFU)."""
+    from blindspot.generation.sample import GenerateSpec, generate_into
 
     g = spec.generation.model_dump()
     eval_files = tuple(str(inputs["prepare"] / "eval" / f"{name}.jsonl") for name in spec.sets)
     gspec = GenerateSpec(generator=str(inputs["generator"]), n_per_label=g.pop("per_label"),
                          eval_sets=eval_files, device=runtime.device, dtype=runtime.dtype,
                          id_prefix=spec.id_prefix(), **g)
-    generate(gspec, out, write_done=False)
+    return generate_into(gspec, out)

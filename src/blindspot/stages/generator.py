@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import Field
 
 from blindspot.training.loop import LoraSpec, OptimSpec
-from blindspot.stages.common import Inputs, Runtime, StageModel, base_model, load_prepared, source_examples
+from blindspot.stages.common import Facts, Inputs, Runtime, StageModel, base_model, load_prepared, source_examples
 from blindspot.stages.start import ModelChoice
 from blindspot.storage import atomic_write_json
 
@@ -100,9 +100,10 @@ def round_examples(spec: Spec, inputs: Inputs) -> tuple[list, dict]:
     return examples, parts
 
 
-def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
-    """Train the generator on (a seeded sample of) the pool, or, in a later round, on earlier rounds' data."""
-    from blindspot.training.generator import GeneratorSpec, train_generator
+def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
+    """Train the generator on (a seeded sample of) the pool, or, in a later round, on earlier rounds' data;
+    its facts for meta.json."""
+    from blindspot.training.generator import GeneratorSpec, train_generator_into
 
     g = spec.generator
     if spec.round is None:
@@ -114,4 +115,4 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     gspec = GeneratorSpec(model=base_model(spec.model, inputs), lora=g.lora, optim=g.optim, max_length=g.max_length,
                           modules_to_save=tuple(g.modules_to_save), seed=g.seed, device=runtime.device,
                           dtype=runtime.dtype, quantize=spec.quantize)
-    train_generator(gspec, examples, out, runtime.cache_dir, write_done=False)
+    return train_generator_into(gspec, examples, out, runtime.cache_dir)

@@ -11,8 +11,7 @@ from pydantic import Field
 
 from blindspot.data.example import save_examples
 from blindspot.data.sources import DataSource
-from blindspot.runmeta import run_metadata
-from blindspot.stages.common import Inputs, Runtime, StageModel
+from blindspot.stages.common import Facts, Inputs, Runtime, StageModel
 from blindspot.storage import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -31,8 +30,9 @@ class Spec(StageModel):
                           "file changes the hash, a moved one does not.")
 
 
-def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
-    """Load + clean the training data, hold out validation, write pool and full evaluation sets."""
+def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
+    """Load + clean the training data, hold out validation, write pool and full evaluation sets; the
+    counts, for meta.json."""
     from blindspot.data.cleaning import clean_mnli, split_validation
     from blindspot.data.sources import load_source
 
@@ -53,7 +53,7 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     report |= {"pool": len(pool), "validation": len(validation), "sets": sets}
     atomic_write_json(out / "sets.json", sets)
     atomic_write_json(out / "report.json", report)
-    atomic_write_json(out / "meta.json", run_metadata(stage="prepare", wall_s=round(time.time() - t0, 3)))
     log.info("prepare: pool %d, validation %d, evaluation sets %s", len(pool), len(validation),
              {k: v["n"] for k, v in sets.items() if k != "pool"})
+    return {"wall_s": round(time.time() - t0, 3), "pool": len(pool), "validation": len(validation)}
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from blindspot.training.loop import LoraSpec, OptimSpec
-from blindspot.stages.common import Inputs, Runtime, StageModel, base_model, load_prepared
+from blindspot.stages.common import Facts, Inputs, Runtime, StageModel, base_model, load_prepared
 from blindspot.storage import atomic_write_json
 
 
@@ -48,14 +48,14 @@ def classifier_spec(spec: ModelChoice, training: ClassifierTraining, seed: int, 
                           quantize=spec.quantize)
 
 
-def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
-    """Train a starting point on n pool examples sampled with the condition's seed."""
+def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
+    """Train a starting point on n pool examples sampled with the condition's seed; its facts for meta.json."""
     from blindspot.data.cleaning import sample_examples
-    from blindspot.training.classifier import train_classifier
+    from blindspot.training.classifier import train_classifier_into
 
     pool = load_prepared(inputs["prepare"], "pool")
     n = len(pool) if spec.n == "all" else spec.n
     examples = sample_examples(pool, n, spec.seed, method=spec.sampling)
     atomic_write_json(out / "train_ids.json", [e.id for e in examples])
-    train_classifier(classifier_spec(spec, spec.classifier, spec.seed, inputs, runtime), examples, out,
-                     runtime.cache_dir, write_done=False)
+    return train_classifier_into(classifier_spec(spec, spec.classifier, spec.seed, inputs, runtime), examples, out,
+                                 runtime.cache_dir)

@@ -32,8 +32,8 @@ from blindspot.models.checkpoints import ADAPTER_FILES, base_identity, read_adap
 from blindspot.models.load import load_base_model, load_tokenizer
 from blindspot.models.resolve import detect_device, resolve_model
 from blindspot.mfu import training_mfu
-from blindspot.runmeta import run_metadata
-from blindspot.storage import is_done, mark_done
+from blindspot.runmeta import Facts, finish_standalone, now
+from blindspot.storage import is_done
 from blindspot.templates import CLASSIFIER_TEMPLATES, encode_classifier_inputs
 
 log = logging.getLogger(__name__)
@@ -123,17 +123,26 @@ def classifier_batches(tokenizer, template: str, examples: list[NLIExample], lab
 # --- train / save / load ----------------------------------------------------------------------
 
 def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | None, out_dir: str | Path,
-                     cache_dir: str | Path | None = None, write_done: bool = True) -> Path:
-    """Train a classifier on `train_examples` (None or [] = untrained, fresh seeded head); save it.
-
-    `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
-    """
-    out_dir, examples = Path(out_dir), list(train_examples or [])
+                     cache_dir: str | Path | None = None) -> Path:
+    """Train a classifier on `train_examples` (None or [] = untrained, fresh seeded head) into the
+    directory this call owns: its files, meta.json, DONE. A finished one with this spec is kept."""
+    out_dir = Path(out_dir)
     if is_done(out_dir):
         if _read_info(out_dir).get("spec") != spec.model_dump(mode="json"):
             raise ConfigError(f"{out_dir}: already holds a different finished classifier (choose another output)")
         log.info("%s is done already; nothing to do", out_dir)
         return out_dir
+    started = now()
+    finish_standalone(out_dir, train_classifier_into(spec, train_examples, out_dir, cache_dir), started)
+    return out_dir
+
+
+def train_classifier_into(spec: ClassifierSpec, train_examples: list[NLIExample] | None, out_dir: str | Path,
+                          cache_dir: str | Path | None = None) -> Facts:
+    """Train a classifier and save it into `out_dir` (adapter, tokenizer, classifier.json,
+    train_log.jsonl); returns its facts for meta.json (device, dtype, wall_s, throughput, MFU). No
+    meta.json, no DONE: the directory's owner writes them (the grid's store, or train_classifier)."""
+    out_dir, examples = Path(out_dir), list(train_examples or [])
     t0 = time.time()
     device, dtype = detect_device(spec.device, spec.dtype)
     torch.manual_seed(spec.seed)  # head init, LoRA init, dropout
@@ -166,12 +175,9 @@ def train_classifier(spec: ClassifierSpec, train_examples: list[NLIExample] | No
             "base": base, "lora": lora, "max_length": spec.max_length,
             "train": {"examples": len(examples), "steps": result.steps,
                       "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
-    meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
-                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
-    save_adapter_dir(model, tokenizer, out_dir, "classifier.json", info, result.log, meta)
-    if write_done:
-        mark_done(out_dir)
-    return out_dir
+    save_adapter_dir(model, tokenizer, out_dir, "classifier.json", info, result.log)
+    return {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "wall_s": time.time() - t0,
+            "train_seconds": result.seconds, "train_examples_per_s": result.examples_per_s, "mfu": mfu}
 
 
 def _format(template: str) -> str:

@@ -44,8 +44,8 @@ from blindspot.models.load import load_base_model, load_tokenizer
 from blindspot.models.resolve import detect_device, resolve_model
 from blindspot.generation.parsing import GenerationTemplate, check_template
 from blindspot.mfu import training_mfu
-from blindspot.runmeta import run_metadata
-from blindspot.storage import is_done, mark_done
+from blindspot.runmeta import Facts, finish_standalone, now
+from blindspot.storage import is_done
 from blindspot.templates import END_MARKER, GENERATOR_BODY, GENERATOR_PREFIX
 from blindspot.training.classifier import OptimSpec, fit, load_training_examples
 
@@ -163,18 +163,27 @@ def generator_batches(tokenizer, spec: GeneratorSpec, examples: list[NLIExample]
 # --- train / save / load ----------------------------------------------------------------------
 
 def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_dir: str | Path,
-                    cache_dir: str | Path | None = None, write_done: bool = True) -> Path:
-    """Fine-tune the base model with LoRA on `train_examples` written label first; save it.
-
-    `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
-    """
-    out_dir, examples = Path(out_dir), list(train_examples)
-    template = spec.template()
+                    cache_dir: str | Path | None = None) -> Path:
+    """Fine-tune the base model with LoRA on `train_examples` written label first, into the directory
+    this call owns: its files, meta.json, DONE. A finished one with this spec is kept."""
+    out_dir = Path(out_dir)
     if is_done(out_dir):
         if _read_info(out_dir)["spec"] != spec.model_dump(mode="json"):
             raise ConfigError(f"{out_dir}: already holds a different finished generator (choose another output)")
         log.info("%s is done already; nothing to do", out_dir)
         return out_dir
+    started = now()
+    finish_standalone(out_dir, train_generator_into(spec, train_examples, out_dir, cache_dir), started)
+    return out_dir
+
+
+def train_generator_into(spec: GeneratorSpec, train_examples: list[NLIExample], out_dir: str | Path,
+                         cache_dir: str | Path | None = None) -> Facts:
+    """Train the generator and save it into `out_dir` (adapter, tokenizer, generator.json,
+    train_log.jsonl); returns its facts for meta.json (device, dtype, wall_s, throughput, MFU). No
+    meta.json, no DONE: the directory's owner writes them (the grid's store, or train_generator)."""
+    out_dir, examples = Path(out_dir), list(train_examples)
+    template = spec.template()
     if not examples:
         raise DataError("train-generator: no training examples")
     bad = next((e for e in examples if e.label not in spec.labels), None)
@@ -198,12 +207,9 @@ def train_generator(spec: GeneratorSpec, train_examples: list[NLIExample], out_d
             "template": {"prefix": template.prefix, "body": template.body, "end_marker": template.end_marker},
             "base": base, "train": {"examples": len(examples), "steps": result.steps,
                                     "label_counts": {lab: sum(e.label == lab for e in examples) for lab in spec.labels}}}
-    meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=time.time() - t0,
-                        train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu)
-    save_adapter_dir(model, tokenizer, out_dir, "generator.json", info, result.log, meta)
-    if write_done:
-        mark_done(out_dir)
-    return out_dir
+    save_adapter_dir(model, tokenizer, out_dir, "generator.json", info, result.log)
+    return {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "wall_s": time.time() - t0,
+            "train_seconds": result.seconds, "train_examples_per_s": result.examples_per_s, "mfu": mfu}
 
 
 def _read_info(path: Path) -> dict:

@@ -3,16 +3,17 @@
     blindspot run configs/demo.yaml                                   # grouped (classifier.group_augmentations)
     blindspot run configs/demo.yaml --set classifier.group_augmentations=false   # one by one
 
-`train_classifiers_together` is `train.train_classifier` for K specs that continue the same saved
-classifier: it writes the same directories (adapter, tokenizer, classifier.json, train_log.jsonl,
-meta.json, and DONE unless the caller owns it), with a mid-training checkpoint per run in its own
-directory (the same files a run alone writes, so either resumes the other's), and a group of one,
-or a run already done, takes the plain path. The planner side: `group_plan` names one group per
-starting point (grid.build_plan) and `schedule` orders a stage list so that a group is one item,
-placed once all its members' inputs have run. The executors run such an item as one job (a Ray
-task) through `store.run_group`, which holds every member's lock and writes each member's
-stage.json, status log, timing.json and DONE, as for a stage alone. A stage's hash never depends
-on whether it was grouped.
+`train_together_into` is `classifier.train_classifier_into` for K specs that continue the same
+saved classifier: it writes the same files into each directory (adapter, tokenizer,
+classifier.json, train_log.jsonl), with a mid-training checkpoint per run in its own directory (the
+same files a run alone writes, so either resumes the other's), and returns each run's facts for its
+meta.json; a group of one takes the plain path. `train_classifiers_together` is its standalone form
+(meta.json and DONE too; runs already done are checked and kept). The planner side: `group_plan`
+names one group per starting point (grid.build_plan) and `schedule` orders a stage list so that a
+group is one item, placed once all its members' inputs have run. The executors run such an item as
+one job (a Ray task) through `store.run_group`, which holds every member's lock and writes each
+member's stage.json, status log, meta.json, timing.json and DONE, as for a stage alone. A stage's
+hash never depends on whether it was grouped.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import torch
 from blindspot.grid.artifacts import StageSpec
 from blindspot.data.example import NLIExample
 from blindspot.errors import ConfigError
-from blindspot.storage import is_done, mark_done
+from blindspot.runmeta import Facts, finish_standalone, now
+from blindspot.storage import is_done
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +38,10 @@ SHARED_FIELDS = ("init_from", "device", "dtype", "quantize", "seed")  # what the
 # --- training -----------------------------------------------------------------------------------
 
 def train_classifiers_together(specs: list, examples: list[list[NLIExample]], out_dirs: list[Path],
-                               cache_dir: str | Path | None = None, write_done: bool = True) -> list[Path]:
-    """Continue one saved classifier K times (spec k on examples[k] into out_dirs[k]) as one job.
-
-    `write_done` False leaves DONE to the caller (the grid's store writes it last, once).
-    """
+                               cache_dir: str | Path | None = None) -> list[Path]:
+    """Continue one saved classifier K times (spec k on examples[k] into out_dirs[k]) as one job, in
+    directories this call owns: each one's files, meta.json, DONE. Finished runs are checked and kept."""
     from blindspot.training import classifier as train
-    from blindspot.training.grouped import AdapterGroup, UngroupableModel
-    from blindspot.mfu import mfu_record, training_mfu, TRAIN_FORMULA
-    from blindspot.models.checkpoints import save_adapter_dir
-    from blindspot.models.resolve import detect_device
-    from blindspot.runmeta import run_metadata
 
     out_dirs = [Path(d) for d in out_dirs]
     todo = []
@@ -55,10 +50,29 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
             train.train_classifier(spec, examples[k], out, cache_dir)  # checks it is the same; does nothing
         else:
             todo.append(k)
+    started = now()
+    facts = train_together_into([specs[k] for k in todo], [examples[k] for k in todo], [out_dirs[k] for k in todo],
+                                cache_dir)
+    for k, f in zip(todo, facts):
+        finish_standalone(out_dirs[k], f, started)
+    return out_dirs
+
+
+def train_together_into(specs: list, examples: list[list[NLIExample]], out_dirs: list[Path],
+                        cache_dir: str | Path | None = None) -> list[Facts]:
+    """Continue one saved classifier K times (spec k on examples[k] into out_dirs[k], none of them
+    done) as one job; returns each run's facts for its meta.json (its wall_s: its share of loading
+    and training). No meta.json, no DONE: the directories' owner writes them."""
+    from blindspot.training import classifier as train
+    from blindspot.training.grouped import AdapterGroup, UngroupableModel
+    from blindspot.mfu import mfu_record, training_mfu, TRAIN_FORMULA
+    from blindspot.models.checkpoints import save_adapter_dir
+    from blindspot.models.resolve import detect_device
+
+    out_dirs = [Path(d) for d in out_dirs]
+    todo = list(range(len(specs)))
     if len(todo) <= 1 or any(not examples[k] for k in todo):
-        for k in todo:
-            train.train_classifier(specs[k], examples[k], out_dirs[k], cache_dir, write_done)
-        return out_dirs
+        return [train.train_classifier_into(specs[k], examples[k], out_dirs[k], cache_dir) for k in todo]
     first = specs[todo[0]]
     for k in todo:
         differ = [f for f in SHARED_FIELDS if getattr(specs[k], f) != getattr(first, f)]
@@ -81,9 +95,7 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
     except UngroupableModel as e:
         log.warning("%s; training the %d runs one by one", e, len(todo))
         del clf
-        for k in todo:
-            train.train_classifier(specs[k], examples[k], out_dirs[k], cache_dir, write_done)
-        return out_dirs
+        return [train.train_classifier_into(specs[k], examples[k], out_dirs[k], cache_dir) for k in todo]
     load_s = time.time() - t0
     t_fit = time.time()
     try:
@@ -98,6 +110,7 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
                   "train_seconds": round(fit_s, 3),
                   "mfu": mfu_record(sum(b["model_flops"] for b in blocks), fit_s, sum(b["tokens"] for b in blocks),
                                     TRAIN_FORMULA, device, dtype, cache_dir)}
+    facts = []
     for j, (k, result, mfu) in enumerate(zip(todo, results, blocks)):
         group.export(j)
         spec, ex = specs[k], examples[k]
@@ -106,15 +119,13 @@ def train_classifiers_together(specs: list, examples: list[list[NLIExample]], ou
                 "train": {"examples": len(ex), "steps": result.steps,
                           "label_counts": {lab: sum(e.label == lab for e in ex) for lab in spec.labels}}}
         wall = load_s / len(todo) + result.seconds  # its share of loading and training (alone: load + train)
-        meta = run_metadata(device=str(device), dtype=str(dtype).removeprefix("torch."), wall_s=wall,
-                            train_seconds=result.seconds, train_examples_per_s=result.examples_per_s, mfu=mfu,
-                            group=group_info)
-        save_adapter_dir(clf.model, clf.tokenizer, out_dirs[k], "classifier.json", info, result.log, meta)
-        if write_done:  # standalone; in a grid the store writes DONE last
-            mark_done(out_dirs[k])
+        save_adapter_dir(clf.model, clf.tokenizer, out_dirs[k], "classifier.json", info, result.log)
+        facts.append({"device": str(device), "dtype": str(dtype).removeprefix("torch."), "wall_s": wall,
+                      "train_seconds": result.seconds, "train_examples_per_s": result.examples_per_s, "mfu": mfu,
+                      "group": group_info})
     log.info("trained %d classifiers together in %.1f s (load %.1f s, MFU %s)", len(todo), time.time() - t0, load_s,
              group_info["mfu"]["mfu"])
-    return out_dirs
+    return facts
 
 
 # --- the grid -----------------------------------------------------------------------------------
