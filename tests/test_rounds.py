@@ -237,8 +237,8 @@ def test_the_stage_records_its_training_ids_and_trains_on_them(tmp_path, monkeyp
     from blindspot.stages.common import Runtime
 
     seen = {}
-    monkeypatch.setattr(generator_module, "train_generator",
-                        lambda spec, examples, out, cache, write_done: seen.update(ids=[e.id for e in examples]))
+    monkeypatch.setattr(generator_module, "train_generator_into",
+                        lambda spec, examples, out, cache: seen.update(ids=[e.id for e in examples]) or {})
     inputs = _dirs(tmp_path, 3)
     out = tmp_path / "out"
     generator_stage.run(_spec(3, "accumulate", train_size=36), inputs, out, Runtime())  # all 12/label of each
