@@ -37,10 +37,14 @@ def _tiny_shape() -> dict[str, int]:
 
 
 def spec_for(model: str) -> Spec | None:
-    """The base stage `model` needs: one for a built-in made from the data (models.BUILT_FROM_DATA), else None."""
-    from blindspot.models import BUILT_FROM_DATA
+    """The base stage `model` needs: one for a built-in made from the data (models.BUILT_FROM_DATA), else None.
 
-    return Spec(model=model) if model in BUILT_FROM_DATA else None
+    tiny-llama's spec is the default one (its hash as before); another built-in gets its own shape."""
+    from blindspot.models import BUILT_FROM_DATA, BUILT_SHAPES
+
+    if model not in BUILT_FROM_DATA:
+        return None
+    return Spec(model=model) if model == "tiny-llama" else Spec(model=model, shape=dict(BUILT_SHAPES[model]))
 
 
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
@@ -67,5 +71,5 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     torch.manual_seed(spec.seed)
     device = torch.device(runtime.device)
     model = AutoModelForCausalLM.from_pretrained(path).to(device)
-    fit(model, generator_batches(load_tokenizer(path), pre, examples), pre.optim, device, desc="pretrain tiny-llama")
+    fit(model, generator_batches(load_tokenizer(path), pre, examples), pre.optim, device, desc=f"pretrain {spec.model}")
     model.save_pretrained(path)
