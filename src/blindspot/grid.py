@@ -31,11 +31,13 @@ from typing import Literal
 
 from blindspot.artifacts import StageSpec, file_fingerprint, topological_order
 from blindspot.config import ExperimentConfig, load_config
+from blindspot.crossmodel import generator_choice, models_record
 from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.executors import ExecutorName, graph_depths
 from blindspot.group_runs import group_plan
+from blindspot.mixture import augment_conditions
 from blindspot.stages import StageModel, spec_json
 from blindspot.stages import audit as audit_stage
 from blindspot.stages import augment as augment_stage
@@ -104,11 +106,9 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
         content={"train": _source_fingerprint(d.train, "data.train"),
                  "eval": {k: _source_fingerprint(v, f"data.eval.{k}") for k, v in d.eval.items()}}),
         label="prepare data")
-    model_inputs = {"prepare": prepare}
-    built = base_stage.spec_for(cfg.model)  # a model made from the data (tiny-llama): built once per experiment
-    if built is not None:
-        model_inputs["base"] = _stage("base", built, {"prepare": prepare}, label=f"build {cfg.model}")
+    model_inputs = _model_inputs(cfg.model, prepare)
     model = {"model": cfg.model, "device": cfg.device, "dtype": cfg.dtype, "quantize": cfg.quantize}
+    record = models_record(cfg)  # both models, in the stages that involve synthetic data (not hashed)
     evaluation = evaluate_stage.Spec(sets=sorted(d.eval), per_label=d.eval_per_label, per_subcase=d.eval_per_subcase,
                                      seed=d.eval_seed, batch_size=cfg.evaluation.batch_size,
                                      max_length=cfg.classifier.max_length, device=cfg.device, dtype=cfg.dtype,
@@ -116,10 +116,13 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     data_inputs: dict[str, StageSpec] = {"original": prepare}
     audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
     if cfg.needs_synthetic():
-        generator = _stage("generator", generator_stage.Spec(**model, generator=cfg.generator), model_inputs,
-                           label="train generator")
+        gen = generator_choice(cfg)  # generator.model (another model's data) or the classifier's
+        generator = _stage("generator", generator_stage.Spec(**gen, generator=cfg.generator.training(),
+                                                             models_record=record),
+                           _model_inputs(gen["model"], prepare),
+                           label="train generator" + (f" ({gen['model']})" if gen["model"] != cfg.model else ""))
         generate = _stage("generate", generate_stage.Spec(generation=cfg.generation, sets=sorted(d.eval),
-                                                          device=cfg.device, dtype=cfg.dtype),
+                                                          device=cfg.device, dtype=gen["dtype"], models_record=record),
                           {"generator": generator, "prepare": prepare},
                           label=f"generate {_per_label_text(cfg.generation.per_label)}")
         data_inputs["synthetic"] = audit_inputs["synthetic"] = generate
@@ -143,14 +146,16 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                                                      sampling=d.start_sampling),
                            model_inputs, label=f"start n={n} seed={seed}")
             _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
-            for source in cfg.augment.sources:
-                for m in cfg.augment.sizes:
-                    aug = _stage("augment", augment_stage.Spec(
-                        **model, source=source, m=m, seed=seed, labels=list(MNLI_LABELS),
-                        exclude_seen=cfg.augment.exclude_seen, classifier=training),
-                        {"start": start, "data": data_inputs[source]},
-                        label=f"augment n={n} +{m} {source} seed={seed}")
-                    _add_condition(plan, aug, n, source, m, seed, evaluation, prepare)
+            # the sources x sizes, then the mixtures of augment.synthetic_fraction (blindspot.mixture)
+            for source, m, data, fraction in augment_conditions(cfg.augment):
+                inputs = {"start": start, "data": data_inputs[data]} | ({"original": prepare} if fraction else {})
+                synthetic = data != "original" and not data.startswith("original+")
+                aug = _stage("augment", augment_stage.Spec(
+                    **model, source=data, m=m, seed=seed, labels=list(MNLI_LABELS),
+                    exclude_seen=cfg.augment.exclude_seen, classifier=training, synthetic_fraction=fraction,
+                    models_record=record if synthetic else None),
+                    inputs, label=f"augment n={n} +{m} {source} seed={seed}")
+                _add_condition(plan, aug, n, source, m, seed, evaluation, prepare)
     if cfg.needs_synthetic():
         plan.audit = _stage("audit", audit_stage.Spec(seed=d.split_seed, overlap_rule=cfg.overlap_rule), audit_inputs,
                             label="audit data")
@@ -158,6 +163,15 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     plan.stages = topological_order(targets)
     plan.groups = group_plan(plan.stages, cfg.classifier.group_augmentations)
     return plan
+
+
+def _model_inputs(model: str, prepare: StageSpec) -> dict[str, StageSpec]:
+    """A model's stage inputs: prepare, and the base stage that builds it if it is made from the data
+    (tiny-llama; built once per experiment and model)."""
+    built = base_stage.spec_for(model)
+    if built is None:
+        return {"prepare": prepare}
+    return {"prepare": prepare, "base": _stage("base", built, {"prepare": prepare}, label=f"build {model}")}
 
 
 def _stage(kind: str, spec: StageModel, inputs: dict[str, StageSpec] | None = None, label: str = "") -> StageSpec:

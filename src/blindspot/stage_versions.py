@@ -44,7 +44,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "base": (*_DATA, *_MODEL, "lora.py", "generator.py", "stages/base.py"),
     "start": (*_DATA, *_MODEL, *_TRAINING),
     "augment": (*_DATA, *_MODEL, *_TRAINING, "grouped.py", "group_runs.py:train_classifiers_together",
-                "stages/augment.py"),
+                "mixture.py:mixture_counts", "mixture.py:sample_mixture", "stages/augment.py"),
     "generator": (*_DATA, *_MODEL, "lora.py", "resume.py", "generator.py", "stages/start.py:ModelChoice",
                   "stages/generator.py"),
     "generate": (*_DATA, *_MODEL, "generator.py", "generate.py", "sampling.py", "engines.py", "parsing.py",

@@ -54,10 +54,15 @@ class Generation(StageModel):
 
 
 class Spec(StageModel):
+    OMIT_IF_NONE = ("models_record",)
+
     generation: Generation
     sets: list[str] = Field(description="Evaluation sets (of the prepare stage) the synthetic pairs are checked against.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N (resolved where the stage runs).")
-    dtype: str = Field("auto", description="auto, float32, bfloat16, float16 (resolved where the stage runs).")
+    dtype: str = Field("auto", description="The generator's dtype: auto, float32, bfloat16, float16 (resolved "
+                       "where the stage runs).")
+    models_record: dict[str, str] | None = Field(None, description="{classifier, generator} models, for the "
+                                                 "record (blindspot.crossmodel; not hashed).")
 
 
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
@@ -69,3 +74,6 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     gspec = GenerateSpec(generator=str(inputs["generator"]), n_per_label=g.pop("per_label"),
                          eval_sets=eval_files, device=runtime.device, dtype=runtime.dtype, **g)
     generate(gspec, out, write_done=False)
+    from blindspot.crossmodel import record_models
+
+    record_models(out, spec.models_record)

@@ -24,7 +24,13 @@ class GeneratorTraining(StageModel):
 
 
 class Spec(ModelChoice):
+    """`model` (and dtype, quantize) is the generator's: config generator.model, else the classifier's."""
+
+    OMIT_IF_NONE = ("models_record",)
+
     generator: GeneratorTraining
+    models_record: dict[str, str] | None = Field(None, description="{classifier, generator} models, for the "
+                                                 "record (blindspot.crossmodel; not hashed).")
 
 
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
@@ -40,3 +46,6 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
                           modules_to_save=tuple(g.modules_to_save), seed=g.seed, device=runtime.device,
                           dtype=runtime.dtype, quantize=spec.quantize)
     train_generator(gspec, examples, out, runtime.cache_dir, write_done=False)
+    from blindspot.crossmodel import record_models
+
+    record_models(out, spec.models_record)
