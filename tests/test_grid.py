@@ -25,6 +25,7 @@ import torch
 from blindspot.config import load_config
 from blindspot.errors import BlindspotError
 from blindspot.grid import build_plan, print_plan, run
+from blindspot.mixture import augment_conditions
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -73,16 +74,37 @@ def test_smoke_grid_writes_results_and_report(smoke_run):
     out, _ = smoke_run
     df = pd.read_csv(out / "results" / "results.csv")
     cfg = load_config(SMOKE)
-    conditions = len(cfg.start_sizes) * (1 + len(cfg.augment.sources) * len(cfg.augment.sizes))
+    conditions = len(cfg.start_sizes) * (1 + len(augment_conditions(cfg.augment)))  # sources x sizes, mixtures
     assert df.groupby(["start_size", "source", "aug_size", "seed"]).ngroups == conditions
+    assert (df.loc[df.source == "mix0.5:synthetic", "synthetic_fraction"] == 0.5).all()
     assert set(df["eval_set"]) == set(cfg.data.eval)
     blind = df[(df.eval_set == "hans") & (df.slice == "heuristic=lexical_overlap,label=non-entailment")]
     assert len(blind) == conditions and (blind["n"] == 5 * cfg.data.eval_per_subcase).all()
     assert ((df.ci_low <= df.accuracy) & (df.accuracy <= df.ci_high)).all()
-    for name in ("figure_main.png", "figure_heuristics.png", "report.md", "report.html", "DONE"):
+    for name in ("figure_main.png", "figure_heuristics.png", "figure_mixtures.png", "report.md", "report.html",
+                 "DONE"):
         assert (out / "report" / name).is_file(), name
     assert (out / "report" / "figure_main.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "biased-lexical-overlap" in (out / "audit.md").read_text()
+    md = (out / "report" / "report.md").read_text()
+    assert "## Mixtures of synthetic and original data" in md and f"`{cfg.generator.model}`" in md
+
+
+def test_the_smoke_grid_is_cross_model_and_its_stages_record_both_models(smoke_run):
+    """configs/smoke.yaml's synthetic data comes from tiny-llama-wide, its classifiers are tiny-llama."""
+    out, _ = smoke_run
+    cfg = load_config(SMOKE)
+    assert cfg.generator.model != cfg.model
+    both = {"classifier": cfg.model, "generator": cfg.generator.model}
+    plan = build_plan(cfg)
+    synthetic = [s for s in plan.stages if s.stage in ("generator", "generate")
+                 or (s.stage == "augment" and s.spec["source"] == "synthetic")]
+    assert len(synthetic) == 2 + len(cfg.start_sizes) * (len(cfg.augment.sizes) + 1)  # + the mixtures
+    for st in synthetic:
+        assert json.loads((st.path(out / "stages") / "meta.json").read_text())["models"] == both, st.label
+        assert json.loads((st.path(out / "stages") / "stage.json").read_text())["spec"]["models_record"] == both
+    [gen] = [s for s in plan.stages if s.stage == "generator"]
+    assert gen.spec["model"] == cfg.generator.model and gen.inputs["base"].spec["model"] == cfg.generator.model
 
 
 def test_rerun_does_no_work_and_dry_run_says_cached(smoke_run, capsys):
@@ -130,7 +152,7 @@ def test_augmentations_are_trained_together_and_match_alone(smoke_run, tmp_path)
     store = out / "stages"
     plan = build_plan(load_config(SMOKE))
     cfg = load_config(SMOKE)
-    assert [len(g) for g in plan.groups] == [len(cfg.augment.sources) * len(cfg.augment.sizes)] * len(cfg.start_sizes)
+    assert [len(g) for g in plan.groups] == [len(augment_conditions(cfg.augment))] * len(cfg.start_sizes)
     alone = build_plan(load_config(SMOKE, ["classifier.group_augmentations=false"]))
     assert alone.groups == [] and [s.dirname for s in alone.stages] == [s.dirname for s in plan.stages]
     assert all("group_augmentations" not in s.spec.get("classifier", {}) for s in plan.stages)  # not hashed
@@ -186,7 +208,8 @@ def test_a_failing_stage_skips_its_dependants_and_the_rest_still_runs(smoke_run,
     run_dir = tmp_path / "partial"
     with pytest.raises(BlindspotError) as e:
         run(SMOKE, out=run_dir, store=out / "stages",
-            overrides=["augment.sources=[original, biased-lexical-overlap]"])
+            overrides=["augment.sources=[original, biased-lexical-overlap]", "augment.synthetic_fraction=null",
+                       "augment.mixture_sizes=null"])
     msg = str(e.value)
     assert "4 stage(s) failed and 4 were skipped" in msg and "labelled 'entailment'" in msg
     index = json.loads((run_dir / "results" / "index.json").read_text())

@@ -72,6 +72,8 @@ def build_mixture_figure(agg: pd.DataFrame, axis, lines: list[tuple[str, str, st
                 pts = mixture_points(agg[agg["start_size"] == start], axis, eval_set, slice_name)
                 for i, key in enumerate(keys):
                     p = pts[(pts["mixture_source"] == key[0]) & (pts["aug_size"] == key[1])]
+                    if p.empty:  # an incomplete run: the report lists what is missing
+                        continue
                     x = p["fraction"] + (i - (len(keys) - 1) / 2) * dodge
                     below = (p["accuracy"] - p["ci_low"]).clip(lower=0)
                     above = (p["ci_high"] - p["accuracy"]).clip(lower=0)
