@@ -58,6 +58,9 @@ TINY_LLAMA_SHAPE = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "interme
 # The built-ins made from the data, by name: their shapes (tiny-llama's is the one above, unchanged).
 BUILT_SHAPES = {"tiny-llama": TINY_LLAMA_SHAPE,
                 "tiny-llama-wide": {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 256}}
+# Their base stage's pretraining learning rate: tiny-llama's 1e-2 overshoots the wider model (its loss
+# ended above tiny-llama's; at 3e-3 below it, docs/LOG.md 2026-12-01, issue 10).
+BUILT_PRETRAIN_LR = {"tiny-llama": 1e-2, "tiny-llama-wide": 3e-3}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 Task = Literal["classification", "causal-lm"]
