@@ -101,7 +101,7 @@ def test_the_generator_is_its_own_model_and_the_classifier_stages_are_unchanged(
 def _fake_generate(stage, store: Path) -> None:
     """The generate stage's output, written as the store would (a fixture: a barely trained tiny generator
     writes too few parseable examples for a test of this size)."""
-    from blindspot.artifacts import write_spec
+    from blindspot.grid.artifacts import write_spec
     from blindspot.storage import mark_done
 
     out = write_spec(stage, store)

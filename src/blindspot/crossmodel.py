@@ -106,7 +106,7 @@ def check_generator(cfg, where: str = "config") -> None:
     if not cfg.needs_synthetic():
         return
     from blindspot.data.example import MNLI_LABELS
-    from blindspot.parsing import GenerationTemplate, check_template
+    from blindspot.generation.parsing import GenerationTemplate, check_template
     from blindspot.templates import END_MARKER, GENERATOR_BODY, GENERATOR_PREFIX
 
     labels = task_labels(cfg.data.train)
@@ -137,8 +137,8 @@ def _model_context(name: str, where: str) -> int | None:
     `where` when the name is no model or the directory is no base model with a causal-LM head."""
     import os
 
-    from blindspot.checkpoint_files import TOKENIZER_JSON_FILES, directory_kind
-    from blindspot.models import BUILTIN_MODELS, HUB_ID
+    from blindspot.models.checkpoint_files import TOKENIZER_JSON_FILES, directory_kind
+    from blindspot.models.resolve import BUILTIN_MODELS, HUB_ID
 
     if name in BUILTIN_MODELS:
         return BUILTIN_CONTEXT[name]
