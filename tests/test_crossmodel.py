@@ -179,3 +179,17 @@ def test_the_mixture_trained_on_what_was_asked_and_the_report_shows_it(cross_run
     assert "Synthetic data written by another model: `tiny-llama-wide`" in md and "Classifier model: `tiny-llama`" in md
     assert "## Mixtures of synthetic and original data" in md and "synthetic data from" in md
     assert "figure_mixtures.png" in md and "mix0.5:synthetic" in md
+
+
+def test_tiny_llama_wide_resolves_to_its_own_shape_and_cache_entry(tmp_path):
+    from blindspot.models.resolve import BUILT_SHAPES, TINY_LLAMA_SHAPE, resolve_model
+
+    texts = [f"Premise: the doctor saw {i} lawyers. Hypothesis: a doctor saw someone." for i in range(30)]
+    tiny, wide = (resolve_model(name, tmp_path, texts=texts) for name in ("tiny-llama", "tiny-llama-wide"))
+    assert tiny != wide and wide.name.startswith("tiny-llama-wide-") and resolve_model("tiny-llama-wide", tmp_path,
+                                                                                      texts=texts) == wide
+    for path, shape in ((tiny, TINY_LLAMA_SHAPE), (wide, BUILT_SHAPES["tiny-llama-wide"])):
+        config = json.loads((path / "config.json").read_text())
+        assert (config["hidden_size"], config["num_attention_heads"], config["intermediate_size"]) == (
+            shape["hidden_size"], shape["num_heads"], shape["intermediate_size"])
+    assert BUILT_SHAPES["tiny-llama-wide"]["hidden_size"] // BUILT_SHAPES["tiny-llama-wide"]["num_heads"] == 32
