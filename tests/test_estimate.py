@@ -68,9 +68,12 @@ def test_paper_without_sizes_names_what_is_missing(data_env, tmp_path):
 @pytest.mark.slow
 def test_smoke_estimate_calibrates_every_stage_kind_here(data_env, tmp_path, capsys):
     shrink = ["generator.optim.batch_size=4", "generation.batch_size=4", "generation.max_new_tokens=16",
-              "classifier.optim.batch_size=4", "generations.rounds=1"]  # a group of 4 (2 sources x 2 sizes)
+              "classifier.optim.batch_size=4", "generations.rounds=1"]
+    from blindspot.mixture import augment_conditions
+
     r = run_estimate(REPO / "configs" / "smoke.yaml", tmp_path, None, shrink, 2, [])
-    assert r["measured"] is True and r["group_size"] == 4
+    group = len(augment_conditions(load_config(REPO / "configs" / "smoke.yaml").augment))  # sources x sizes, mixtures
+    assert r["measured"] is True and r["group_size"] == group == 5
     for kind in ("start", "group", "evaluate", "generator", "generate", "base"):
         assert r["rates"][kind] > 0, kind
     assert all(not row["unknown"] for row in r["kinds"].values())

@@ -1,8 +1,8 @@
 """Scale-out: the stage lock, two drivers on one store, the Ray executor (one local instance, and a
 two-node cluster started with `ray start` on loopback with a worker killed mid-stage).
 
-Every grid here is configs/smoke.yaml cut to one starting point and one augmentation size (12
-stages), run with one CPU thread per stage: CPU float results depend on the thread count (parallel
+Every grid here is configs/smoke.yaml cut to one starting point and one augmentation size (15
+stages: its cross-model generator's base stage and the m = 6 mixture included), run with one CPU thread per stage: CPU float results depend on the thread count (parallel
 reductions add in another order), and a Ray task gets its num_cpus (1) as threads, so the local
 reference runs with OMP_NUM_THREADS=1 too. Ray's processes are started by the tests and stopped
 by them (by process group), each bounded by a timeout.

@@ -25,6 +25,7 @@ import torch
 from blindspot.config import load_config
 from blindspot.errors import BlindspotError
 from blindspot.grid import build_plan, print_plan, run
+from blindspot.mixture import augment_conditions
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -74,8 +75,10 @@ def test_smoke_grid_writes_results_and_report(smoke_run):
     df = pd.read_csv(out / "results" / "results.csv")
     cfg = load_config(SMOKE)
     rounds = (cfg.generations.rounds - 1) * len(cfg.generations.modes())  # each later round is a source
-    conditions = len(cfg.start_sizes) * (1 + (len(cfg.augment.sources) + rounds) * len(cfg.augment.sizes))
+    augments = len(augment_conditions(cfg.augment)) + rounds * len(cfg.augment.sizes)  # sources x sizes, mixtures
+    conditions = len(cfg.start_sizes) * (1 + augments)
     assert df.groupby(["start_size", "source", "aug_size", "seed"]).ngroups == conditions
+    assert (df.loc[df.source == "mix0.5:synthetic", "synthetic_fraction"] == 0.5).all()
     assert set(df["eval_set"]) == set(cfg.data.eval)
     blind = df[(df.eval_set == "hans") & (df.slice == "heuristic=lexical_overlap,label=non-entailment")]
     assert len(blind) == conditions and (blind["n"] == 5 * cfg.data.eval_per_subcase).all()
@@ -86,13 +89,33 @@ def test_smoke_grid_writes_results_and_report(smoke_run):
     assert [(r["round"], r["mode"]) for r in rounds_json["sets"]] == [(1, None), (2, "replace"), (2, "accumulate")]
     assert all(r["audit"]["n"] == 3 * cfg.generation.per_label for r in rounds_json["sets"])
     assert "Audit of each round's synthetic data" in (out / "report" / "report.md").read_text()
-    for name in ("figure_main.png", "figure_heuristics.png", "figure_rounds.png", "report.md", "report.html", "DONE"):
+    for name in ("figure_main.png", "figure_heuristics.png", "figure_rounds.png", "figure_mixtures.png", "report.md",
+                 "report.html", "DONE"):
         assert (out / "report" / name).is_file(), name
     assert (out / "report" / "figure_main.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "biased-lexical-overlap" in (out / "audit.md").read_text()
+    md = (out / "report" / "report.md").read_text()
+    assert "## Mixtures of synthetic and original data" in md and f"`{cfg.generator.model}`" in md
     page = (out / "report" / "report.html").read_text(encoding="utf-8")  # the samples of the real generation
     browse = page.split("<h2>Browse the synthetic data</h2>")[1]
     assert "Accepted pairs: 20 random per label (of 60 accepted)" in browse and "Filter biased-lexical-overlap" in browse
+
+
+def test_the_smoke_grid_is_cross_model_and_its_stages_record_both_models(smoke_run):
+    """configs/smoke.yaml's synthetic data comes from tiny-llama-wide, its classifiers are tiny-llama."""
+    out, _ = smoke_run
+    cfg = load_config(SMOKE)
+    assert cfg.generator.model != cfg.model
+    both = {"classifier": cfg.model, "generator": cfg.generator.model}
+    plan = build_plan(cfg)
+    synthetic = [s for s in plan.stages if s.stage in ("generator", "generate")
+                 or (s.stage == "augment" and s.spec["source"] == "synthetic")]
+    assert len(synthetic) == 2 + len(cfg.start_sizes) * (len(cfg.augment.sizes) + 1)  # + the mixtures
+    for st in synthetic:
+        assert json.loads((st.path(out / "stages") / "meta.json").read_text())["models"] == both, st.label
+        assert json.loads((st.path(out / "stages") / "stage.json").read_text())["spec"]["models_record"] == both
+    [gen] = [s for s in plan.stages if s.stage == "generator"]
+    assert gen.spec["model"] == cfg.generator.model and gen.inputs["base"].spec["model"] == cfg.generator.model
 
 
 def test_rerun_does_no_work_and_dry_run_says_cached(smoke_run, capsys):
@@ -144,8 +167,9 @@ def test_augmentations_are_trained_together_and_match_alone(smoke_run, tmp_path)
     store = out / "stages"
     plan = build_plan(load_config(SMOKE))
     cfg = load_config(SMOKE)
-    sources = len(cfg.augment.sources) + (cfg.generations.rounds - 1) * len(cfg.generations.modes())  # + later rounds
-    assert [len(g) for g in plan.groups] == [sources * len(cfg.augment.sizes)] * len(cfg.start_sizes)
+    rounds = (cfg.generations.rounds - 1) * len(cfg.generations.modes())  # later rounds augment as sources
+    augments = len(augment_conditions(cfg.augment)) + rounds * len(cfg.augment.sizes)
+    assert [len(g) for g in plan.groups] == [augments] * len(cfg.start_sizes)
     alone = build_plan(load_config(SMOKE, ["classifier.group_augmentations=false"]))
     assert alone.groups == [] and [s.dirname for s in alone.stages] == [s.dirname for s in plan.stages]
     assert all("group_augmentations" not in s.spec.get("classifier", {}) for s in plan.stages)  # not hashed
@@ -226,7 +250,8 @@ def test_a_failing_stage_skips_its_dependants_and_the_rest_still_runs(smoke_run,
     run_dir = tmp_path / "partial"
     with pytest.raises(BlindspotError) as e:
         run(SMOKE, out=run_dir, store=out / "stages",
-            overrides=["augment.sources=[original, biased-lexical-overlap]", "generations.rounds=1"])
+            overrides=["augment.sources=[original, biased-lexical-overlap]", "generations.rounds=1",
+                       "augment.synthetic_fraction=null", "augment.mixture_sizes=null"])
     msg = str(e.value)
     assert "4 stage(s) failed and 4 were skipped" in msg and "labelled 'entailment'" in msg
     index = json.loads((run_dir / "results" / "index.json").read_text())
@@ -271,7 +296,7 @@ def test_screen_is_one_line_per_stage_and_a_summary(smoke_cli):
         label = next((lab for lab in sorted(by_label, key=len, reverse=True)
                       if line.startswith(f"[{i:>2}/{n}] {lab} ")), None)
         assert label is not None, line
-        assert _normalised(line).startswith(f"[{i:>2}/{n}] {label} T"), line
+        assert _normalised(line).startswith(_normalised(f"[{i:>2}/{n}] {label}") + " T"), line  # mix0.5: X too
         assert line.endswith(")") == (i < n), line  # the ETA on every line but the last
         seen.append(label)
     assert sorted(seen) == sorted(by_label)

@@ -65,6 +65,17 @@ class AugmentConfig(BaseModel):
     sizes: list[int] = Field(min_length=1, description="Augmentation sizes m (label balanced: m/3 per label).")
     exclude_seen: bool = Field(False, description="Original data: never re-sample what the starting point saw "
                                "(the paper samples from the whole pool).")
+    # Mixtures (blindspot.mixture): of each size, a label-balanced sample with this share synthetic.
+    synthetic_fraction: list[float] | None = Field(None, min_length=1, description="Mixtures: fractions f in "
+                                                   "[0, 1]; each size m gets an augmentation of m label-balanced "
+                                                   "examples, round(f*m) from mixture_sources, the rest original "
+                                                   "(f = 0 is source 'original', f = 1 the mixture source itself). "
+                                                   "None: no mixtures.")
+    mixture_sources: list[str] = Field(["synthetic"], min_length=1, description="What the mixtures' synthetic "
+                                       "share is drawn from: 'synthetic' or a filter of the synthetic data (e.g. "
+                                       "'biased-lexical-overlap'); each gets its own mixtures.")
+    mixture_sizes: list[int] | None = Field(None, min_length=1, description="Sizes m of the mixtures "
+                                            "(None = augment.sizes).")
 
     @field_validator("sources")
     @classmethod
@@ -78,12 +89,42 @@ class AugmentConfig(BaseModel):
                              "them (applied to the original pool)")
         return v
 
-    @field_validator("sizes")
+    @field_validator("sizes", "mixture_sizes")
     @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(m < 1 for m in v):
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(m < 1 for m in v):
             raise ValueError(f"sizes must be >= 1 (the starting point itself is size 0), got {v}")
         return v
+
+    @field_validator("synthetic_fraction")
+    @classmethod
+    def _fractions(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (any(not 0 <= f <= 1 for f in v) or len(set(v)) != len(v)):
+            raise ValueError(f"expected distinct fractions between 0 and 1, got {v}")
+        return v
+
+    @field_validator("mixture_sources")
+    @classmethod
+    def _mixable(cls, v: list[str]) -> list[str]:
+        from blindspot.filters import FILTERS
+
+        bad = [s for s in v if s != "synthetic" and s not in FILTERS]
+        if bad:
+            raise ValueError(f"unknown mixture source(s) {bad}; expected 'synthetic' or one of {sorted(FILTERS)} "
+                             "(applied to the synthetic data); the rest of a mixture is always original data")
+        return v
+
+    @model_validator(mode="after")
+    def _mixture_fields_need_fractions(self) -> "AugmentConfig":
+        stray = ["mixture_sources"] * (self.mixture_sources != ["synthetic"]) + ["mixture_sizes"] * (
+            self.mixture_sizes is not None)
+        if stray and self.synthetic_fraction is None:
+            raise ValueError(f"{' and '.join(stray)} describe mixtures: set synthetic_fraction too")
+        return self
+
+    def mixes_synthetic(self) -> list[str]:
+        """The mixture sources whose data some mixture draws on (none when every fraction is 0)."""
+        return list(self.mixture_sources) if any(f > 0 for f in self.synthetic_fraction or []) else []
 
 
 GenerationMode = Literal["replace", "accumulate"]
@@ -157,6 +198,23 @@ class ClassifierConfig(ClassifierTraining):
         return ClassifierTraining(**{k: getattr(self, k) for k in ClassifierTraining.model_fields})
 
 
+class GeneratorConfig(GeneratorTraining):
+    """The `generator` section: how the generator is trained (GeneratorTraining, hashed as before) and,
+    for synthetic data from another model than the classifier's, which model and how it is loaded."""
+
+    model: str | None = Field(None, description="The generator's base model (None = the classifier's `model`): "
+                              "smollm2-135m, tiny-llama, tiny-llama-wide, a hub id or a local checkpoint dir; e.g. "
+                              "a bigger model's synthetic data training a smaller classifier, or the reverse. "
+                              "Checked when the config loads (blindspot.crossmodel).")
+    dtype: str | None = Field(None, description="The generator's dtype (None = the top-level dtype).")
+    quantize: Literal["none", "4bit"] | None = Field(None, description="The generator's quantisation (None = the "
+                                                     "top-level quantize), e.g. 4bit for a bigger generator only.")
+
+    def training(self) -> GeneratorTraining:
+        """The part the generator stage's spec holds under `generator` (what is hashed there)."""
+        return GeneratorTraining(**{k: getattr(self, k) for k in GeneratorTraining.model_fields})
+
+
 class ExperimentConfig(BaseModel):
     """One experiment: a model, data, starting sizes x augmentation sources x sizes x seeds."""
 
@@ -182,7 +240,7 @@ class ExperimentConfig(BaseModel):
     # the start / augment, generator and generate specs as they are (classifier: less
     # group_augmentations, which says how the grid runs them, not what they compute).
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
-    generator: GeneratorTraining = Field(default_factory=GeneratorTraining)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     generation: Generation
     generations: GenerationsConfig = Field(default_factory=GenerationsConfig, description="Repeated "
                                            "generations (blindspot.rounds); default: the paper's single round.")
@@ -220,12 +278,14 @@ class ExperimentConfig(BaseModel):
         return self
 
     def needs_synthetic(self) -> bool:
-        return bool(self.audit_filters) or any(s != "original" and not s.startswith(POOL_FILTER_PREFIX)
-                                               for s in self.augment.sources)
+        return bool(self.audit_filters) or bool(self.augment.mixes_synthetic()) or any(
+            s != "original" and not s.startswith(POOL_FILTER_PREFIX) for s in self.augment.sources)
 
     def filters(self) -> list[str]:
-        """Every filter applied to the synthetic data: augmentation sources first, then audit-only ones."""
+        """Every filter applied to the synthetic data: augmentation sources first, then mixtures', then
+        audit-only ones."""
         named = [s for s in self.augment.sources if s not in BASE_SOURCES and not s.startswith(POOL_FILTER_PREFIX)]
+        named += [s for s in self.augment.mixes_synthetic() if s not in BASE_SOURCES]
         named += self.audit_filters
         return list(dict.fromkeys(named))
 
@@ -251,9 +311,13 @@ def parse_config(raw: dict, where: str = "config") -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a YAML mapping of fields, got {type(raw).__name__}")
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
         raise _one_line(e, where) from None
+    from blindspot.crossmodel import check_generator
+
+    check_generator(cfg, where)  # the generator's model, template and labels fit the classifier's task
+    return cfg
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -6,7 +6,8 @@ Reads only files: RUN_DIR/results/index.json (or the saved results table), the e
 metrics.json and predictions, RUN_DIR/audit.md when present, and the generate and filter stages'
 directories (samples to browse: blindspot.report_samples). Writes into RUN_DIR/report/:
 figure_main.png (the paper's figure), figure_heuristics.png, figure_rounds.png (repeated
-generations, blindspot.rounds_report, when the run has them), paired_tests.csv, report.md,
+generations, blindspot.rounds_report, when the run has them), figure_mixtures.png (with
+augment.synthetic_fraction; blindspot.mixture_report), paired_tests.csv, report.md,
 report.html (one file that loads nothing: see CSP) and a DONE marker.
 """
 
@@ -30,8 +31,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from blindspot.costs import cost_table  # noqa: E402
+from blindspot.crossmodel import generator_column, models_line  # noqa: E402
 from blindspot.errors import BlindspotError  # noqa: E402
 from blindspot.findings import findings_blocks  # noqa: E402
+from blindspot.mixture import parse_mixture  # noqa: E402
+from blindspot.mixture_report import mixture_blocks  # noqa: E402
 from blindspot.rounds_report import rounds_blocks  # noqa: E402
 from blindspot.results import (AGGREGATED_CSV, RESULTS_CSV, RESULTS_PARQUET, START, aggregate_seeds,  # noqa: E402
                                comparison_pairs, load_index, load_results, paired_tests)
@@ -89,7 +93,7 @@ def table_lines(df: pd.DataFrame, general: str, challenge: str) -> list[tuple[st
 
 def _sources(agg: pd.DataFrame) -> list[str]:
     """Augmentation sources in display order: original, synthetic, then the rest sorted."""
-    found = set(agg["source"]) - {START}
+    found = {s for s in agg["source"] if s != START and parse_mixture(s) is None}  # mixtures: their own figure
     return [s for s in SOURCE_ORDER if s in found] + sorted(found - set(SOURCE_ORDER))
 
 
@@ -412,6 +416,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
     _save_png(build_main_figure(df, general, challenge), out_dir / "figure_main.png")
     blocks: list[tuple] = [
         ("h1", f"blindspot report: {index.name if index else run_dir.name}"),
+        *([("p", models_line(index.config))] if index else []),
         *([("h2", "Incomplete run"), ("p", f"{len(index.missing)} condition(s) of the grid did not finish and are "
                                             "not in the tables or figures (see the run's log for why; rerun "
                                             "`blindspot run` to resume): " + "; ".join(index.missing) + ".")]
@@ -432,11 +437,13 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
               "itself poorly estimated; the t-interval over seeds alone (very wide with 2 seeds) is in "
               f"`{AGGREGATED_CSV}` as `t_low` / `t_high`. Full tables: `{RESULTS_CSV}`, "
               f"`{RESULTS_PARQUET}` (one row per seed and slice), `{AGGREGATED_CSV}` (mean over seeds)."),
-        ("table", results_table(agg, lines))]
+        ("table", generator_column(results_table(agg, lines), index.config if index else {}))]
     paired, tests = _paired_blocks(df, run_dir, lines)
     blocks += findings_blocks(tests, agg, general, challenge, BLINDSPOT_SLICE)
     blocks += _reliance_blocks(agg, challenge)
     blocks += rounds_blocks(run_dir, agg, lines, out_dir, _save_png)  # repeated generations, if any
+    blocks += mixture_blocks(agg, index.config if index else {}, lines,
+                             lambda fig, name: _save_png(fig, out_dir / name))
     slices = heuristic_slices(df, challenge)
     if slices:
         _save_png(build_heuristic_figure(df, challenge), out_dir / "figure_heuristics.png")

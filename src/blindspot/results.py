@@ -4,7 +4,11 @@
 
 The grid runner writes RUN_DIR/results/index.json (schema: `RunIndex`) naming every finished
 condition and its evaluation directory; everything here reads only files. The starting point
-itself is source "start" with aug_size 0. Seeds are aggregated as a mean whose interval adds the
+itself is source "start" with aug_size 0; `synthetic_fraction` is the share of synthetic data in a
+condition's augmentation (blindspot.mixture: f of a mixture `mixF:SOURCE`, 0 for original data, 1 for
+synthetic and filtered synthetic sources, empty for the starting point).
+
+Seeds are aggregated as a mean whose interval adds the
 evaluation's sampling error (the seeds' own intervals) and seed-to-seed variation
 (blindspot.stats.seed_interval, interval "eval+seeds"; the t-interval over seeds alone is kept in
 `t_low` / `t_high`) or, for a single seed, the interval of that run.
@@ -31,6 +35,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blindspot.errors import BlindspotError, DataError
+from blindspot.mixture import synthetic_fraction
 from blindspot.stats import seed_interval
 from blindspot.storage import DONE, atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -41,7 +46,7 @@ INDEX = "results/index.json"
 RESULTS_CSV = "results/results.csv"
 RESULTS_PARQUET = "results/results.parquet"
 AGGREGATED_CSV = "results/results_aggregated.csv"
-COLUMNS = ["start_size", "source", "aug_size", "seed", "eval_set", "slice", "correct", "n",
+COLUMNS = ["start_size", "source", "aug_size", "synthetic_fraction", "seed", "eval_set", "slice", "correct", "n",
            "accuracy", "ci_low", "ci_high", "predictions", "metric", "baseline_set", "baseline_k", "baseline_n",
            "overlap_rule", "round"]
 # columns a table written before the reliance measure (or repeated generations) lacks, with what they
@@ -160,6 +165,7 @@ def collect_results(entries: Iterable[ResultEntry], run_dir: str | Path, rule: s
     run_dir = Path(run_dir)
     rows = [r for e in entries for r in _metric_rows(e, run_dir, rule)]
     df = pd.DataFrame(rows, columns=COLUMNS)
+    df["synthetic_fraction"] = df["source"].map(synthetic_fraction).astype(float)
     dup = df.duplicated(["start_size", "source", "aug_size", "seed", "eval_set", "slice"])
     if dup.any():
         first = df[dup].iloc[0]
@@ -225,6 +231,8 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         if (run_dir / rel).exists():
             df = read(run_dir / rel)
             df = df.assign(**{c: v for c, v in OPTIONAL_COLUMNS.items() if c not in df.columns})
+            if "synthetic_fraction" not in df.columns:  # a table written before mixtures: read off the source
+                df["synthetic_fraction"] = df["source"].map(synthetic_fraction).astype(float)
             missing = set(COLUMNS) - set(df.columns)
             if missing:
                 raise BlindspotError(f"{run_dir / rel}: missing columns {sorted(missing)}")

@@ -61,10 +61,13 @@ def contribution_sizes(cfg) -> tuple[int, int]:
     return size, size - round(g.real_fraction * size)
 
 
-def plan_rounds(cfg, model: dict, model_inputs: dict[str, StageSpec], prepare: StageSpec,
+def plan_rounds(cfg, gen: dict, gen_inputs: dict[str, StageSpec], record: dict, prepare: StageSpec,
                 generator: StageSpec, generate: StageSpec) -> list[dict]:
     """Round entries {round, mode, source, generator, generate, audit}: round 1 (today's stages, no
-    audit of its own: the run's audit has it) and, per mode, rounds 2..K with their stages."""
+    audit of its own: the run's audit has it) and, per mode, rounds 2..K with their stages.
+
+    `gen` is the generator's model choice (crossmodel.generator_choice: generator.model, else the
+    classifier's), `gen_inputs` its stage inputs, `record` the run's models (crossmodel.models_record)."""
     g = cfg.generations
     entries = [{"round": 1, "mode": None, "source": "synthetic", "generator": generator, "generate": generate,
                 "audit": None}]
@@ -75,10 +78,10 @@ def plan_rounds(cfg, model: dict, model_inputs: dict[str, StageSpec], prepare: S
     sets = sorted(cfg.data.eval)
 
     def generate_spec(per_label: int | None, t: int, mode: str | None) -> generate_stage.Spec:
-        gen = cfg.generation if per_label is None else cfg.generation.model_copy(update={"per_label": per_label})
+        generation = cfg.generation if per_label is None else cfg.generation.model_copy(update={"per_label": per_label})
         later = t > 1
-        return generate_stage.Spec(generation=gen, sets=sets, device=cfg.device, dtype=cfg.dtype,
-                                   round=t if later else None, mode=mode if later else None)
+        return generate_stage.Spec(generation=generation, sets=sets, device=cfg.device, dtype=gen["dtype"],
+                                   round=t if later else None, mode=mode if later else None, models_record=record)
 
     first = _stage("generate", generate_spec(per_label_train, 1, None), {"generator": generator, "prepare": prepare},
                    f"generate round 1 for round 2 {per_label_train}/label")
@@ -86,9 +89,10 @@ def plan_rounds(cfg, model: dict, model_inputs: dict[str, StageSpec], prepare: S
         contributions = {1: first}
         for t in range(2, g.rounds + 1):
             earlier = range(1, t) if mode == "accumulate" else [t - 1]
-            spec = generator_stage.Spec(**model, generator=cfg.generator, round=generator_stage.GenerationRound(
-                round=t, mode=mode, train_size=size, real_fraction=g.real_fraction))
-            trained = _stage("generator", spec, {**model_inputs, **{f"synthetic-r{s}": contributions[s] for s in earlier}},
+            spec = generator_stage.Spec(**gen, generator=cfg.generator.training(), models_record=record,
+                                        round=generator_stage.GenerationRound(round=t, mode=mode, train_size=size,
+                                                                              real_fraction=g.real_fraction))
+            trained = _stage("generator", spec, {**gen_inputs, **{f"synthetic-r{s}": contributions[s] for s in earlier}},
                              f"train generator round {t} {mode}")
             inputs = {"generator": trained, "prepare": prepare}
             name = source_name(t, mode)

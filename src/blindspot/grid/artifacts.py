@@ -45,8 +45,10 @@ def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
 
 # Spec keys that change how a stage runs but provably not what it writes, left out of the hash:
 # a training stage resumed from a checkpoint ends bit-identical (tests/test_resume.py), so the
-# checkpoint interval may change without rerunning anything.
-NOT_HASHED = ("checkpoint_every",)
+# checkpoint interval may change without rerunning anything. `models_record` names a run's
+# classifier and generator models for the record (blindspot.crossmodel): what a generator writes
+# does not depend on which classifier its data trains.
+NOT_HASHED = ("checkpoint_every", "models_record")
 
 
 def hashed(spec):

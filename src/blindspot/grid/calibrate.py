@@ -99,6 +99,10 @@ def calibrate(cfg: ExperimentConfig, plan, store: Path, group_size: int) -> Rate
                     f"adapters, {EVAL_BATCHES} evaluation batches per set, {GEN_BATCHES} generation batch",
                     "generate: rows sampled per second; the rows a stage samples assume every row is valid "
                     "(--assume valid=F for a fraction F), in whole batches per label"]
+    if cfg.generator.model not in (None, cfg.model):
+        rates.notes.append(f"generator, generate (and a base stage of the generator's): measured on the classifier's "
+                           f"model {cfg.model}, not on generator.model {cfg.generator.model}: another model's "
+                           "rates differ by about its size ratio")
     return rates
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from blindspot.grid.artifacts import StageSpec, file_fingerprint, topological_order
 from blindspot.config import ExperimentConfig
+from blindspot.crossmodel import generator_choice, models_record
 from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.grid.executors import graph_depths
+from blindspot.mixture import augment_conditions
 from blindspot.rounds import generator_examples, plan_rounds
 from blindspot.training.group_runs import group_plan
 from blindspot.stages import StageModel, spec_json
@@ -91,11 +93,9 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
         content={"train": _source_fingerprint(d.train, "data.train"),
                  "eval": {k: _source_fingerprint(v, f"data.eval.{k}") for k, v in d.eval.items()}}),
         label="prepare data")
-    model_inputs = {"prepare": prepare}
-    built = base_stage.spec_for(cfg.model)  # a model made from the data (tiny-llama): built once per experiment
-    if built is not None:
-        model_inputs["base"] = _stage("base", built, {"prepare": prepare}, label=f"build {cfg.model}")
+    model_inputs = _model_inputs(cfg.model, prepare)
     model = {"model": cfg.model, "device": cfg.device, "dtype": cfg.dtype, "quantize": cfg.quantize}
+    record = models_record(cfg)  # both models, in the stages that involve synthetic data (not hashed)
     evaluation = evaluate_stage.Spec(sets=sorted(d.eval), per_label=d.eval_per_label, per_subcase=d.eval_per_subcase,
                                      seed=d.eval_seed, batch_size=cfg.evaluation.batch_size,
                                      max_length=cfg.classifier.max_length, device=cfg.device, dtype=cfg.dtype,
@@ -104,10 +104,14 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
     rounds: list[dict] = []
     if cfg.needs_synthetic():
-        generator = _stage("generator", generator_stage.Spec(**model, generator=cfg.generator), model_inputs,
-                           label="train generator")
+        gen = generator_choice(cfg)  # generator.model (another model's data) or the classifier's
+        gen_inputs = _model_inputs(gen["model"], prepare)
+        generator = _stage("generator", generator_stage.Spec(**gen, generator=cfg.generator.training(),
+                                                             models_record=record),
+                           gen_inputs,
+                           label="train generator" + (f" ({gen['model']})" if gen["model"] != cfg.model else ""))
         generate = _stage("generate", generate_stage.Spec(generation=cfg.generation, sets=sorted(d.eval),
-                                                          device=cfg.device, dtype=cfg.dtype),
+                                                          device=cfg.device, dtype=gen["dtype"], models_record=record),
                           {"generator": generator, "prepare": prepare},
                           label=f"generate {_per_label_text(cfg.generation.per_label)}")
         data_inputs["synthetic"] = audit_inputs["synthetic"] = generate
@@ -115,7 +119,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
             data_inputs[name] = audit_inputs[name] = _stage(
                 "filter", filter_stage.Spec(filter=name, overlap_rule=cfg.overlap_rule), {"data": generate},
                 label=f"filter {name}")
-        rounds = plan_rounds(cfg, model, model_inputs, prepare, generator, generate)
+        rounds = plan_rounds(cfg, gen, gen_inputs, record, prepare, generator, generate)
         data_inputs |= {r["source"]: r["generate"] for r in rounds[1:]}
 
     for source in cfg.augment.sources:  # "original+FILTER": the original pool through a filter
@@ -126,7 +130,10 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                 {"data": prepare}, label=f"filter pool {name}")
 
     plan = Plan([prepare], rounds=rounds)
-    sources = cfg.augment.sources + [r["source"] for r in rounds[1:]]  # every later round augments as 'synthetic'
+    # the sources x sizes, the mixtures of augment.synthetic_fraction (blindspot.mixture), then every
+    # later round's data, augmenting as 'synthetic' does
+    conditions = augment_conditions(cfg.augment) + [(r["source"], m, r["source"], None)
+                                                    for r in rounds[1:] for m in cfg.augment.sizes]
     round_of = {r["source"]: r["round"] for r in rounds}
     training = cfg.classifier.training()  # the hashed part: group_augmentations is how, not what
     for seed in cfg.seeds:
@@ -135,14 +142,15 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                                                      sampling=d.start_sampling),
                            model_inputs, label=f"start n={n} seed={seed}")
             _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
-            for source in sources:
-                for m in cfg.augment.sizes:
-                    aug = _stage("augment", augment_stage.Spec(
-                        **model, source=source, m=m, seed=seed, labels=list(MNLI_LABELS),
-                        exclude_seen=cfg.augment.exclude_seen, classifier=training),
-                        {"start": start, "data": data_inputs[source]},
-                        label=f"augment n={n} +{m} {source} seed={seed}")
-                    _add_condition(plan, aug, n, source, m, seed, evaluation, prepare, round_of.get(source))
+            for source, m, data, fraction in conditions:
+                inputs = {"start": start, "data": data_inputs[data]} | ({"original": prepare} if fraction else {})
+                synthetic = data != "original" and not data.startswith("original+")
+                aug = _stage("augment", augment_stage.Spec(
+                    **model, source=data, m=m, seed=seed, labels=list(MNLI_LABELS),
+                    exclude_seen=cfg.augment.exclude_seen, classifier=training, synthetic_fraction=fraction,
+                    models_record=record if synthetic else None),
+                    inputs, label=f"augment n={n} +{m} {source} seed={seed}")
+                _add_condition(plan, aug, n, source, m, seed, evaluation, prepare, round_of.get(data))
     if cfg.needs_synthetic():
         plan.audit = _stage("audit", audit_stage.Spec(seed=d.split_seed, overlap_rule=cfg.overlap_rule), audit_inputs,
                             label="audit data")
@@ -155,6 +163,15 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     plan.stages = topological_order(targets)
     plan.groups = group_plan(plan.stages, cfg.classifier.group_augmentations)
     return plan
+
+
+def _model_inputs(model: str, prepare: StageSpec) -> dict[str, StageSpec]:
+    """A model's stage inputs: prepare, and the base stage that builds it if it is made from the data
+    (tiny-llama; built once per experiment and model)."""
+    built = base_stage.spec_for(model)
+    if built is None:
+        return {"prepare": prepare}
+    return {"prepare": prepare, "base": _stage("base", built, {"prepare": prepare}, label=f"build {model}")}
 
 
 def _stage(kind: str, spec: StageModel, inputs: dict[str, StageSpec] | None = None, label: str = "") -> StageSpec:

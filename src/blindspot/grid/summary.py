@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from blindspot.errors import BlindspotError
+from blindspot.mixture import parse_mixture
 from blindspot.results import AGGREGATED_CSV, INDEX, RESULTS_CSV, START, load_index, paired_tests
 
 
@@ -74,7 +75,7 @@ def run_summary(run_dir: str | Path, log_name: str = "run.log") -> list[str]:
     except OSError as e:
         raise BlindspotError(f"{run_dir}: no results table to summarise ({e})") from None
     general, challenge = pick_eval_sets(df)
-    found = set(agg["source"]) - {START}
+    found = {s for s in agg["source"] if s != START and parse_mixture(s) is None}  # mixtures: in the report
     sources = [s for s in SOURCE_ORDER if s in found] + sorted(found - set(SOURCE_ORDER))
     aug = int(agg["aug_size"].max())
     lines = [f"at +{aug:,} examples: {challenge} lexical-overlap non-entailment (the blindspot) | {general}, "

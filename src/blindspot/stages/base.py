@@ -19,6 +19,8 @@ from blindspot.stages.common import Facts, Inputs, Runtime, StageModel, load_pre
 class Spec(StageModel):
     """A tiny-llama built from the pool: its tokenizer's vocabulary and its pretraining."""
 
+    OMIT_IF_NONE = ("lr",)
+
     model: str = Field("tiny-llama", description="The built-in model built here.")
     vocab_size: int = Field(8000, ge=16, description="Tokenizer vocabulary trained on the pool.")
     seed: int = Field(0, description="Seed of the weights, the sample and the batch order.")
@@ -28,6 +30,8 @@ class Spec(StageModel):
     shape: dict[str, int] = Field(default_factory=lambda: _tiny_shape(),
                                   description="hidden_size, num_layers, num_heads, intermediate_size "
                                   "(models.TINY_LLAMA_SHAPE: heads of 32, the smallest vLLM's CPU attention serves).")
+    lr: float | None = Field(None, gt=0, description="Pretraining learning rate (None = 1e-2, tiny-llama's; "
+                             "models.BUILT_PRETRAIN_LR).")
 
 
 def _tiny_shape() -> dict[str, int]:
@@ -37,10 +41,16 @@ def _tiny_shape() -> dict[str, int]:
 
 
 def spec_for(model: str) -> Spec | None:
-    """The base stage `model` needs: one for a built-in made from the data (models.BUILT_FROM_DATA), else None."""
-    from blindspot.models.resolve import BUILT_FROM_DATA
+    """The base stage `model` needs: one for a built-in made from the data (models.BUILT_FROM_DATA), else None.
 
-    return Spec(model=model) if model in BUILT_FROM_DATA else None
+    tiny-llama's spec is the default one (its hash as before); another built-in gets its own shape."""
+    from blindspot.models.resolve import BUILT_FROM_DATA, BUILT_PRETRAIN_LR, BUILT_SHAPES
+
+    if model not in BUILT_FROM_DATA:
+        return None
+    if model == "tiny-llama":
+        return Spec(model=model)
+    return Spec(model=model, shape=dict(BUILT_SHAPES[model]), lr=BUILT_PRETRAIN_LR[model])
 
 
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
@@ -59,7 +69,7 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
     pool = load_prepared(inputs["prepare"], "pool")
     examples = sample_examples(pool, min(spec.pretrain_examples, len(pool)), spec.seed)
     pre = GeneratorSpec(model="tiny-llama", max_length=spec.max_length, seed=spec.seed,
-                        optim=OptimSpec(batch_size=16, lr=1e-2, epochs=spec.epochs, warmup_ratio=0.05,
+                        optim=OptimSpec(batch_size=16, lr=spec.lr or 1e-2, epochs=spec.epochs, warmup_ratio=0.05,
                                         max_grad_norm=1.0))
     texts = [pre.template().full_text(e.label, e.premise, e.hypothesis) for e in pool.examples]
     if (out / "model").exists():  # built by a run killed before this stage was done (maybe mid-pretraining)
@@ -70,7 +80,7 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
     device = torch.device(runtime.device)
     model = AutoModelForCausalLM.from_pretrained(path).to(device)
     result = fit(model, generator_batches(load_tokenizer(path), pre, examples), pre.optim, device,
-                 desc="pretrain tiny-llama")
+                 desc=f"pretrain {spec.model}")
     model.save_pretrained(path)
     return {"pretrain_examples": len(examples), "train_seconds": result.seconds,
             "train_examples_per_s": result.examples_per_s}

@@ -54,16 +54,19 @@ class Generation(StageModel):
 
 
 class Spec(StageModel):
-    OMIT_IF_NONE = ("round", "mode")
+    OMIT_IF_NONE = ("round", "mode", "models_record")
 
     generation: Generation
     sets: list[str] = Field(description="Evaluation sets (of the prepare stage) the synthetic pairs are checked against.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N (resolved where the stage runs).")
-    dtype: str = Field("auto", description="auto, float32, bfloat16, float16 (resolved where the stage runs).")
+    dtype: str = Field("auto", description="The generator's dtype: auto, float32, bfloat16, float16 (resolved "
+                       "where the stage runs).")
     round: int | None = Field(None, ge=2, description="Round of repeated generations (config `generations`) whose "
                               "generator this samples; None = round 1, the paper's generator.")
     mode: Literal["replace", "accumulate"] | None = Field(None, description="How that round's generator was "
                                                           "trained (blindspot.rounds); None in round 1.")
+    models_record: dict[str, str] | None = Field(None, description="{classifier, generator} models, for the "
+                                                 "record (blindspot.crossmodel; not hashed).")
 
     def id_prefix(self) -> str:
         """What the record ids start with: '' in round 1, else 'round2-replace-' (unique across rounds)."""
@@ -80,4 +83,6 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
     gspec = GenerateSpec(generator=str(inputs["generator"]), n_per_label=g.pop("per_label"),
                          eval_sets=eval_files, device=runtime.device, dtype=runtime.dtype,
                          id_prefix=spec.id_prefix(), **g)
-    return generate_into(gspec, out)
+    from blindspot.crossmodel import with_models
+
+    return with_models(generate_into(gspec, out), spec.models_record)

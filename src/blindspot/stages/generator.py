@@ -50,10 +50,14 @@ class GenerationRound(StageModel):
 
 
 class Spec(ModelChoice):
-    OMIT_IF_NONE = ("round",)
+    """`model` (and dtype, quantize) is the generator's: config generator.model, else the classifier's."""
+
+    OMIT_IF_NONE = ("round", "models_record")
 
     generator: GeneratorTraining
     round: GenerationRound | None = Field(None, description="None: round 1 (the paper's generator, on the pool).")
+    models_record: dict[str, str] | None = Field(None, description="{classifier, generator} models, for the "
+                                                 "record (blindspot.crossmodel; not hashed).")
 
 
 def real_sample(pool, g: GeneratorTraining):
@@ -115,4 +119,6 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> Facts:
     gspec = GeneratorSpec(model=base_model(spec.model, inputs), lora=g.lora, optim=g.optim, max_length=g.max_length,
                           modules_to_save=tuple(g.modules_to_save), seed=g.seed, device=runtime.device,
                           dtype=runtime.dtype, quantize=spec.quantize)
-    return train_generator_into(gspec, examples, out, runtime.cache_dir)
+    from blindspot.crossmodel import with_models
+
+    return with_models(train_generator_into(gspec, examples, out, runtime.cache_dir), spec.models_record)
