@@ -25,7 +25,7 @@ import torch
 from blindspot.config import load_config
 from blindspot.errors import BlindspotError
 from blindspot.grid import build_plan, print_plan, run
-from blindspot.mixture import augment_conditions
+from blindspot.mixture import augment_conditions, parse_mixture
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -102,20 +102,27 @@ def test_smoke_grid_writes_results_and_report(smoke_run):
 
 
 def test_the_smoke_grid_is_cross_model_and_its_stages_record_both_models(smoke_run):
-    """configs/smoke.yaml's synthetic data comes from tiny-llama-wide, its classifiers are tiny-llama."""
+    """configs/smoke.yaml's synthetic data comes from tiny-llama-wide, its classifiers are tiny-llama;
+    every round's generator is tiny-llama-wide too."""
     out, _ = smoke_run
     cfg = load_config(SMOKE)
     assert cfg.generator.model != cfg.model
     both = {"classifier": cfg.model, "generator": cfg.generator.model}
     plan = build_plan(cfg)
+    later = (cfg.generations.rounds - 1) * len(cfg.generations.modes())  # round >= 2 generators (one each)
     synthetic = [s for s in plan.stages if s.stage in ("generator", "generate")
-                 or (s.stage == "augment" and s.spec["source"] == "synthetic")]
-    assert len(synthetic) == 2 + len(cfg.start_sizes) * (len(cfg.augment.sizes) + 1)  # + the mixtures
+                 or (s.stage == "augment" and s.spec["source"] != "original")]
+    # a generator and its data per round (round 1's contribution to round 2 is its own data here); the
+    # synthetic augmentations: round 1's sizes + the mixture, each later round's sizes
+    augments = len(cfg.start_sizes) * (len(cfg.augment.sizes) + 1 + later * len(cfg.augment.sizes))
+    assert len(synthetic) == 2 * (1 + later) + augments
     for st in synthetic:
         assert json.loads((st.path(out / "stages") / "meta.json").read_text())["models"] == both, st.label
         assert json.loads((st.path(out / "stages") / "stage.json").read_text())["spec"]["models_record"] == both
-    [gen] = [s for s in plan.stages if s.stage == "generator"]
-    assert gen.spec["model"] == cfg.generator.model and gen.inputs["base"].spec["model"] == cfg.generator.model
+    gens = [s for s in plan.stages if s.stage == "generator"]
+    assert len(gens) == 1 + later
+    for gen in gens:
+        assert gen.spec["model"] == cfg.generator.model and gen.inputs["base"].spec["model"] == cfg.generator.model
 
 
 def test_rerun_does_no_work_and_dry_run_says_cached(smoke_run, capsys):
@@ -319,7 +326,8 @@ def test_summary_numbers_are_the_results_table(smoke_cli):
     for start in cfg.start_sizes:
         line = next(ln for ln in lines if ln.startswith(f"  start {start}: "))
         expected = []
-        found = set(agg.source) - {"start"}  # original, synthetic, then the rest (later rounds) sorted
+        # original, synthetic, then the rest (later rounds) sorted; mixtures only in the report
+        found = {s for s in agg.source if s != "start" and parse_mixture(s) is None}
         shown = [s for s in ("original", "synthetic") if s in found] + sorted(found - {"original", "synthetic"})
         for source, aug in [("start", 0)] + [(s, top) for s in shown]:
             rows = agg[(agg.start_size == start) & (agg.source == source) & (agg.aug_size == aug)]
