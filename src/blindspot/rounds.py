@@ -7,7 +7,8 @@ Collapse Inevitable?"), asked about a heuristic: round 1 is the paper's generato
 `generator.train_size` pool pairs) and its synthetic data; round t+1's generator is trained on
 what round t wrote (`replace`), or on round 1's real training sample plus everything written so
 far (`accumulate`). Every round's generator is a fresh LoRA on the same base model, as in the
-literature (each generation is fine-tuned from the pretrained model, not from the previous one).
+literature (each generation is fine-tuned from the pretrained model, not from the previous one):
+`generator.model` when it is set (blindspot.crossmodel), else the classifier's model.
 
 Per round t, every stage is its own cached stage, so raising K reruns only the new rounds:
 
