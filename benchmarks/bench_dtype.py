@@ -31,9 +31,9 @@ import torch
 from blindspot.data.cleaning import clean_mnli, sample_examples, split_validation, stratified_sample
 from blindspot.data.sources import load_source
 from blindspot.evaluate import predict_proba
-from blindspot.lora import LoraSpec, OptimSpec
-from blindspot.models import cpu_native_bf16
-from blindspot.train import ClassifierSpec, load_classifier, train_classifier
+from blindspot.training.loop import LoraSpec, OptimSpec
+from blindspot.models.resolve import cpu_native_bf16
+from blindspot.training.classifier import ClassifierSpec, load_classifier, train_classifier
 
 DATA = "$BLINDSPOT_DATA/mnli-subset"
 

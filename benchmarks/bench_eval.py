@@ -51,7 +51,8 @@ def load_examples(data_root: Path, which: str, n: int, seed: int) -> list[NLIExa
 
 def load_model(name: str, examples: list[NLIExample], cache_dir: str | None):
     """(model, tokenizer) on CPU in fp32, the model with a fresh 3-way classification head."""
-    from blindspot.models import load_base_model, load_tokenizer, resolve_model
+    from blindspot.models.load import load_base_model, load_tokenizer
+    from blindspot.models.resolve import resolve_model
 
     texts = [f"{e.premise} {e.hypothesis}" for e in examples] + list(CLASSIFIER_TEMPLATES.values())
     path = resolve_model(name, cache_dir, texts=texts)

@@ -12,10 +12,10 @@ writes the end marker, so valid examples/s would be 0 for both), then, on that s
 - reference: HF `model.generate` on a batch of 64 copies of the label prompt, sampling,
   max_new_tokens=512, no stopping criterion, then decode everything and parse (the text up to
   the first end marker; the rest is wasted work), and
-- native: blindspot's own engine, `blindspot.sampling.decode_batch`, on the same batch size (prompt
+- native: blindspot's own engine, `blindspot.generation.decode.decode_batch`, on the same batch size (prompt
   cache computed once, finished rows dropped at every step, max_new_tokens --ours-max-new-tokens),
   --ours-batches batches one after another, then parse, and
-- vllm: blindspot's vLLM engine (blindspot.vllm_engine: the base with the LoRA adapter through
+- vllm: blindspot's vLLM engine (blindspot.generation.vllm_engine: the base with the LoRA adapter through
   `LoRARequest`, the end marker as a stop string) on the same rows: --ours-batches batches in one
   call with at most --batch sequences at once (continuous batching), as `blindspot generate` runs it;
   its engine start is timed apart and left out,
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from blindspot.sampling import StopRule, decode_batch, encode_prompt
-from blindspot.parsing import doomed_reason, parse_generation
+from blindspot.generation.decode import StopRule, decode_batch, encode_prompt
+from blindspot.generation.parsing import doomed_reason, parse_generation
 
 LABELS = ("entailment", "neutral", "contradiction")
 
@@ -54,9 +54,9 @@ def pool_examples(data_root: Path, n: int, seed: int, max_words: int = 30):
 
 def train(args, out: Path):
     """A briefly trained generator at `out` (reused if it is there), loaded with LoRA merged."""
-    from blindspot.generator import GeneratorSpec, load_generator, train_generator
-    from blindspot.lora import LoraSpec
-    from blindspot.train import OptimSpec
+    from blindspot.training.generator import GeneratorSpec, load_generator, train_generator
+    from blindspot.training.loop import LoraSpec
+    from blindspot.training.classifier import OptimSpec
 
     spec = GeneratorSpec(model=args.model, loss_on="after_prefix", device="cpu", dtype="float32",
                          lora=LoraSpec(r=16, alpha=32, dropout=0.0),
@@ -130,7 +130,7 @@ def ours(gen, label: str, batch: int, max_new_tokens: int, seed: int) -> tuple[i
 
 def open_vllm(args, gen):
     """blindspot's vLLM engine on the generator's directory, all timed batches in one chunk."""
-    from blindspot.vllm_engine import VllmEngine
+    from blindspot.generation.vllm_engine import VllmEngine
 
     return VllmEngine.open(gen.path, device="cpu", dtype="float32", batch_size=args.batch,
                            max_new_tokens=args.ours_max_new_tokens, chunk_batches=args.ours_batches)
@@ -138,7 +138,7 @@ def open_vllm(args, gen):
 
 def with_vllm(engine, gen, label: str, batch: int, max_new_tokens: int, batches: int) -> tuple[int, int]:
     """The vLLM engine's rows of `batches` batches (one chunk): (valid, generated tokens)."""
-    from blindspot.generate import GenerateSpec, batch_seed
+    from blindspot.generation.sample import GenerateSpec, batch_seed
 
     spec = GenerateSpec(generator=str(gen.path), n_per_label=batch * batches, batch_size=batch, temperature=1.0,
                         max_new_tokens=max_new_tokens, max_attempts_factor=1, engine="vllm")

@@ -1,4 +1,4 @@
-"""One start's augmentation runs, one by one vs grouped (blindspot.grouped): wall, CPU time, MFU, agreement.
+"""One start's augmentation runs, one by one vs grouped (blindspot.training.grouped): wall, CPU time, MFU, agreement.
 
     python benchmarks/bench_grouped.py --model smollm2-135m --sizes 48,72,96 --out runs/bench-grouped
 
@@ -26,9 +26,9 @@ def main() -> None:
 
     from blindspot.data.cleaning import sample_balanced
     from blindspot.data.example import MNLI_LABELS
-    from blindspot.group_runs import train_classifiers_together
-    from blindspot.lora import LoraSpec, OptimSpec
-    from blindspot.train import ClassifierSpec, load_training_examples, train_classifier
+    from blindspot.training.group_runs import train_classifiers_together
+    from blindspot.training.loop import LoraSpec, OptimSpec
+    from blindspot.training.classifier import ClassifierSpec, load_training_examples, train_classifier
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")

@@ -47,8 +47,8 @@ def arrival(args) -> None:
     torch.set_num_threads(1)
     from test_generator import make_tiny_generator  # tests/ on PYTHONPATH
 
-    from blindspot.generate import GenerateSpec
-    from blindspot.vllm_engine import VllmEngine, attempt_seed
+    from blindspot.generation.sample import GenerateSpec
+    from blindspot.generation.vllm_engine import VllmEngine, attempt_seed
 
     t0 = time.perf_counter()
     gen_dir, _ = make_tiny_generator(Path(tempfile.mkdtemp(prefix="vllm-det-")))
@@ -138,8 +138,8 @@ def cut(run: Path, out: Path, points: int, labels: tuple[str, ...]) -> None:
 
 def resume(args) -> None:
     from blindspot.errors import BlindspotError
-    from blindspot.generate import GenerateSpec, generate
-    from blindspot.vllm_engine import VllmEngine
+    from blindspot.generation.sample import GenerateSpec, generate
+    from blindspot.generation.vllm_engine import VllmEngine
 
     ref = Path(args.reference)
     saved = json.loads((ref / "spec.json").read_text())

@@ -13,4 +13,11 @@ if [ ! -d "$BLINDSPOT_DATA/mnli-subset" ]; then
   echo "demo: no data at $BLINDSPOT_DATA (expected mnli-subset/ and hans-regen/); set BLINDSPOT_DATA" >&2
   exit 2
 fi
+# what to expect here (measured and estimated times: docs/LOG.md, configs/demo.yaml's header)
+python - <<'PY'
+from blindspot.models.resolve import cpu_native_bf16
+native, why = cpu_native_bf16()
+print(f"demo: {why}, so it runs in " + ("bf16: about 25 min on 2 cores" if native else
+      "fp32: about 40 min on 2 cores with AVX-512, more with AVX2 only"))
+PY
 blindspot run configs/demo.yaml "$@"

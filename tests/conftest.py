@@ -29,7 +29,7 @@ def _cpu_dtype_auto_is_fp32():
     """dtype 'auto' on CPU picks bf16 only where the CPU has native bf16; tests pin fp32 so that
     they behave the same on every machine (tests of the bf16 choice patch it back themselves).
     Session-scoped, so that module-scoped fixtures that train models see it too."""
-    from blindspot import models
+    from blindspot.models import resolve as models
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(models, "cpu_native_bf16", lambda: (False, "tests pin fp32"))

@@ -33,10 +33,10 @@ def ck(tmp_path_factory) -> dict[str, Path]:
     """Tiny checkpoints: a classifier, one on another base, a generator, and good data files."""
     import torch
 
-    from blindspot.generator import GeneratorSpec, train_generator
-    from blindspot.lora import LoraSpec
-    from blindspot.models import build_tiny_llama
-    from blindspot.train import ClassifierSpec, OptimSpec, train_classifier
+    from blindspot.training.generator import GeneratorSpec, train_generator
+    from blindspot.training.loop import LoraSpec
+    from blindspot.models.resolve import build_tiny_llama
+    from blindspot.training.classifier import ClassifierSpec, OptimSpec, train_classifier
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

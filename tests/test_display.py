@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from blindspot import cli
-from blindspot.artifacts import StageSpec
-from blindspot.display import RunDisplay, StageBar, WorkEstimate, duration
+from blindspot.grid.artifacts import StageSpec
+from blindspot.grid.display import RunDisplay, StageBar, WorkEstimate, duration
 from blindspot.logsetup import NORMAL, QUIET, VERBOSE, configure, log_to_file
 from blindspot.progress import progress_bar, track, use_sink
-from blindspot.summary import key_pair
+from blindspot.grid.summary import key_pair
 
 
 def test_duration_text() -> None:

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from blindspot import engines, mfu
+from blindspot import mfu
+from blindspot.generation import engines
 from blindspot.cli import main as cli_main
 from blindspot.config import parse_config
 from blindspot.errors import ConfigError
-from blindspot.generate import GenerateSpec, generate
-from blindspot.generator import load_generator
+from blindspot.generation.sample import GenerateSpec, generate
+from blindspot.training.generator import load_generator
 from test_generator import make_tiny_generator
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from blindspot.artifacts import StageSpec
+from blindspot.grid.artifacts import StageSpec
 from blindspot.config import load_config
 from blindspot.errors import ConfigError
-from blindspot.estimate import list_schedule, parse_assumptions, run_estimate, stage_examples
+from blindspot.grid.estimate import list_schedule, parse_assumptions, run_estimate, stage_examples
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_SIZES = ["pool=391722,mnli-matched=9815,mnli-mismatched=9832,hans=30000"]

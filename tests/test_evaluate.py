@@ -81,7 +81,7 @@ def with_random_lora(model):
     """`model` wrapped in a LoRA adapter whose B matrices are random (B starts at zero: make it matter)."""
     from peft import LoraConfig, get_peft_model
 
-    from blindspot.lora import peft_internal_deprecations_hidden
+    from blindspot.training.loop import peft_internal_deprecations_hidden
 
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                       modules_to_save=["score"], task_type="SEQ_CLS")

@@ -11,10 +11,10 @@ from blindspot.cli import main as cli_main
 from blindspot.compare import compare_predictions
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.evaluate import evaluate, predict_proba
-from blindspot.lora import LoraSpec
-from blindspot.models import build_tiny_llama
+from blindspot.training.loop import LoraSpec
+from blindspot.models.resolve import build_tiny_llama
 from blindspot.storage import atomic_write_jsonl
-from blindspot.train import ClassifierSpec, OptimSpec, load_classifier, train_classifier
+from blindspot.training.classifier import ClassifierSpec, OptimSpec, load_classifier, train_classifier
 
 SUBJECTS = ["The doctor", "A lawyer", "The cat", "Some students", "The artist", "A banker"]
 EXAMPLES = [NLIExample(f"ex{i}", f"{SUBJECTS[i % 6]} saw the {['actor', 'judge', 'dog'][i % 3]} near the park.",

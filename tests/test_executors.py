@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from blindspot.store import read_status, stage_lock
+from blindspot.grid.store import read_status, stage_lock
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -68,7 +68,7 @@ def test_a_lock_held_by_a_killed_process_is_released(tmp_path):
     from filelock import Timeout
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from blindspot.store import stage_lock; "
+        "import sys, time; from pathlib import Path; from blindspot.grid.store import stage_lock; "
         "lock = stage_lock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); time.sleep(600)"),
         str(tmp_path / "stage")], stdout=subprocess.PIPE, text=True)
     try:
@@ -269,8 +269,8 @@ def _fake_stages(monkeypatch, calls: list):
 
 
 def test_run_group_holds_each_members_lock_and_writes_its_records(tmp_path, monkeypatch):
-    from blindspot.artifacts import StageSpec
-    from blindspot.store import run_group
+    from blindspot.grid.artifacts import StageSpec
+    from blindspot.grid.store import run_group
 
     calls: list = []
     _fake_stages(monkeypatch, calls)
@@ -296,8 +296,8 @@ def test_run_group_holds_each_members_lock_and_writes_its_records(tmp_path, monk
 
 
 def test_local_executor_runs_a_group_as_one_job_and_skips_a_member_whose_input_failed(tmp_path, monkeypatch):
-    from blindspot.artifacts import StageSpec
-    from blindspot.executors.local import run_local
+    from blindspot.grid.artifacts import StageSpec
+    from blindspot.grid.executors.local import run_local
 
     calls: list = []
     _fake_stages(monkeypatch, calls)

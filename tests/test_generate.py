@@ -16,8 +16,8 @@ import torch
 
 from blindspot.data.example import load_examples, save_examples
 from blindspot.errors import BlindspotError, ConfigError
-from blindspot.generate import GenerateSpec, generate
-from blindspot.generator import load_generator
+from blindspot.generation.sample import GenerateSpec, generate
+from blindspot.training.generator import load_generator
 from test_generator import make_tiny_generator
 
 LABELS = ("entailment", "neutral", "contradiction")

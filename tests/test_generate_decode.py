@@ -7,9 +7,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from blindspot.generate import batch_seed
-from blindspot.parsing import GenerationTemplate
-from blindspot.sampling import StopRule, decode_batch, encode_prompt, sample_next
+from blindspot.generation.sample import batch_seed
+from blindspot.generation.parsing import GenerationTemplate
+from blindspot.generation.decode import StopRule, decode_batch, encode_prompt, sample_next
 
 T = GenerationTemplate()
 

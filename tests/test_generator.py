@@ -11,11 +11,12 @@ import torch
 from blindspot.cli import main as cli_main
 from blindspot.data.example import NLIExample, save_examples
 from blindspot.errors import CheckpointError, ConfigError
-from blindspot.generator import (GeneratorSpec, encode_example, generator_batches, load_generator, prompt_ids,
-                                 train_generator)
-from blindspot.lora import LoraSpec
-from blindspot.models import build_tiny_llama, load_tokenizer
-from blindspot.train import OptimSpec, fit
+from blindspot.training.generator import (GeneratorSpec, encode_example, generator_batches, load_generator, prompt_ids,
+                                          train_generator)
+from blindspot.training.loop import LoraSpec
+from blindspot.models.load import load_tokenizer
+from blindspot.models.resolve import build_tiny_llama
+from blindspot.training.classifier import OptimSpec, fit
 
 SUBJECTS = ["The man", "A woman", "The dog", "A child", "The cat", "An old man"]
 VERBS = ["sleeps", "runs", "eats", "sings", "reads", "walks"]
@@ -166,7 +167,7 @@ def test_train_generator_cli(tiny_generator, tmp_path, capsys):
 
 def test_modules_to_save_trains_embeddings_and_head_and_reloads_identically(tiny_generator, tmp_path, monkeypatch):
     """The paper's generator also trains embed_tokens and lm_head (peft modules_to_save)."""
-    import blindspot.generator as generator_module
+    import blindspot.training.generator as generator_module
     from safetensors.torch import load_file
 
     gen_dir, examples = tiny_generator
@@ -203,7 +204,7 @@ def test_modules_to_save_trains_embeddings_and_head_and_reloads_identically(tiny
 
 
 def _four_bit_here() -> bool:
-    from blindspot.models import four_bit_available
+    from blindspot.models.load import four_bit_available
 
     return four_bit_available(torch.device("cpu"))[0]
 
@@ -216,8 +217,8 @@ def test_4bit_generator_trains_reloads_unmerged_and_samples(tiny_generator, tmp_
 
     import bitsandbytes as bnb
 
-    import blindspot.generator as generator_module
-    from blindspot.generate import GenerateSpec, generate
+    import blindspot.training.generator as generator_module
+    from blindspot.generation.sample import GenerateSpec, generate
 
     gen_dir, examples = tiny_generator
     captured = {}
@@ -236,7 +237,7 @@ def test_4bit_generator_trains_reloads_unmerged_and_samples(tiny_generator, tmp_
         out = train_generator(spec, examples, tmp_path / "gen4")
     finally:
         generator_module.save_adapter_dir = original
-    with caplog.at_level(logging.INFO, logger="blindspot.generator"):
+    with caplog.at_level(logging.INFO, logger="blindspot.training.generator"):
         g = load_generator(out, device="cpu", dtype="float32")
     assert "4-bit NF4 base with the LoRA adapter unmerged" in caplog.text
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in g.model.modules())

@@ -83,6 +83,9 @@ def test_smoke_grid_writes_results_and_report(smoke_run):
         assert (out / "report" / name).is_file(), name
     assert (out / "report" / "figure_main.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "biased-lexical-overlap" in (out / "audit.md").read_text()
+    page = (out / "report" / "report.html").read_text(encoding="utf-8")  # the samples of the real generation
+    browse = page.split("<h2>Browse the synthetic data</h2>")[1]
+    assert "Accepted pairs: 20 random per label (of 60 accepted)" in browse and "Filter biased-lexical-overlap" in browse
 
 
 def test_rerun_does_no_work_and_dry_run_says_cached(smoke_run, capsys):
@@ -124,7 +127,7 @@ def test_augmentations_are_trained_together_and_match_alone(smoke_run, tmp_path)
     from safetensors.torch import load_file
 
     from blindspot.stages import augment
-    from blindspot.store import read_status, resolve_runtime
+    from blindspot.grid.store import read_status, resolve_runtime
 
     out, _ = smoke_run
     store = out / "stages"
@@ -274,7 +277,7 @@ def test_run_log_holds_the_library_messages(smoke_cli):
     text = (smoke_cli["out"] / "run.log").read_text()
     assert "LOAD REPORT" in text and "score.weight" in text  # transformers' banner, routed here
     assert re.search(r" INFO transformers\.", text)  # transformers' INFO messages
-    assert re.search(r" DEBUG blindspot\.", text) and re.search(r" INFO blindspot\.display: \[ 1/", text)
+    assert re.search(r" DEBUG blindspot\.", text) and re.search(r" INFO blindspot\.grid\.display: \[ 1/", text)
     assert "Loading weights" not in text  # bars are off, not logged
 
 
@@ -294,7 +297,8 @@ def test_base_stage_killed_after_building_its_model_builds_it_again(tmp_path):
     """A run killed while the base stage pretrained left its model directory: the rerun starts that stage
     over (build_tiny_llama refused the non-empty directory) and ends with the uninterrupted model."""
     from blindspot.data.example import save_examples
-    from blindspot.models import TINY_LLAMA_SHAPE, base_fingerprint
+    from blindspot.models.checkpoints import base_fingerprint
+    from blindspot.models.resolve import TINY_LLAMA_SHAPE
     from blindspot.stages import base as base_stage
     from blindspot.stages.common import Runtime
     from test_generator import fixture_examples

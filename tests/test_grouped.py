@@ -1,4 +1,4 @@
-"""Grouped training (blindspot.grouped): K adapters trained together == K separate runs.
+"""Grouped training (blindspot.training.grouped): K adapters trained together == K separate runs.
 
 Tolerance (float32 on CPU): weights and logits agree to rtol 1e-4 / atol 1e-6. What differs is only
 rounding: rows are padded to the group's widest micro-batch and the LoRA products are batched
@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
-from blindspot.group_runs import train_classifiers_together
-from blindspot.lora import LoraSpec, OptimSpec
-from blindspot.models import build_tiny_llama
-from blindspot.train import ClassifierSpec, load_classifier, train_classifier
+from blindspot.training.group_runs import train_classifiers_together
+from blindspot.training.loop import LoraSpec, OptimSpec
+from blindspot.models.resolve import build_tiny_llama
+from blindspot.training.classifier import ClassifierSpec, load_classifier, train_classifier
 
 RTOL, ATOL = 1e-4, 1e-6
 SUBJECTS = ["The doctor", "A lawyer", "The cat", "Some students", "The artist", "A banker"]
@@ -125,7 +125,7 @@ def test_group_with_dropout_draws_each_runs_own_masks(base, tmp_path):
 
 
 def test_group_of_one_and_done_runs_take_the_plain_path(base, tmp_path, monkeypatch):
-    import blindspot.grouped as grouped
+    import blindspot.training.grouped as grouped
 
     start = _start(base, tmp_path, 0.0)
     specs = _specs(start)
@@ -138,7 +138,7 @@ def test_group_of_one_and_done_runs_take_the_plain_path(base, tmp_path, monkeypa
 
 
 def _four_bit_here() -> bool:
-    from blindspot.models import four_bit_available
+    from blindspot.models.load import four_bit_available
 
     return four_bit_available(torch.device("cpu"))[0]
 
@@ -149,7 +149,7 @@ def test_group_on_4bit_base_with_dropout_and_checkpointing(base, tmp_path, monke
     layer again, and each run must redraw its first pass's masks. Under bf16 autocast rounding is
     larger, so the check is relative: grouped vs alone differ far less than a group whose recomputed
     layers draw fresh masks (the bug the snapshots prevent) differs from alone."""
-    import blindspot.grouped as grouped
+    import blindspot.training.grouped as grouped
 
     start, alone, together = _train_both(base, tmp_path, dropout=0.3, quantize="4bit")
     same = _max_diff(alone, together)
@@ -171,7 +171,7 @@ def test_a_group_stopped_mid_training_resumes_each_member_from_its_checkpoint(ba
     6 and 3 steps, stopped at steps 3, 5 and 2) and ends with the weights of separate runs."""
     import logging
 
-    import blindspot.grouped as grouped
+    import blindspot.training.grouped as grouped
 
     start = _start(base, tmp_path, 0.3)
     specs = [s.model_copy(update={"optim": s.optim.model_copy(update={"checkpoint_every": 2})}) for s in _specs(start)]
@@ -191,7 +191,7 @@ def test_a_group_stopped_mid_training_resumes_each_member_from_its_checkpoint(ba
         train_classifiers_together(specs, examples, outs)
     monkeypatch.undo()
     assert [sorted(p.name for p in (o / "checkpoints").iterdir()) for o in outs] == [["step-2"], ["step-4"], ["step-2"]]
-    with caplog.at_level(logging.INFO, logger="blindspot.grouped"):
+    with caplog.at_level(logging.INFO, logger="blindspot.training.grouped"):
         together = train_classifiers_together(specs, examples, outs)
     assert sum("resuming from checkpoint" in r.getMessage() for r in caplog.records) == 3
     _assert_same_runs(start, alone, together)
@@ -199,8 +199,8 @@ def test_a_group_stopped_mid_training_resumes_each_member_from_its_checkpoint(ba
 
 
 def test_schedule_runs_a_group_once_every_members_inputs_ran():
-    from blindspot.artifacts import StageSpec, topological_order
-    from blindspot.group_runs import group_plan, schedule
+    from blindspot.grid.artifacts import StageSpec, topological_order
+    from blindspot.training.group_runs import group_plan, schedule
 
     prepare = StageSpec("prepare", {"x": 1})
     start = StageSpec("start", {"n": 1}, {"prepare": prepare})

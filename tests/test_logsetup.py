@@ -20,3 +20,23 @@ def test_gguf_conversion_bar_hidden_unless_verbose(capsys, monkeypatch):
     monkeypatch.setattr(huggingface_hub.utils, "are_progress_bars_disabled", lambda: False)
     with gguf_bar_hidden():
         assert gguf_utils.tqdm is original  # -v: the library's own bar stays
+
+
+def test_an_info_record_marked_for_the_screen_shows_unless_quiet(capsys):
+    """A stage resuming from a checkpoint is an INFO line a person must see without -v."""
+    import logging
+
+    from blindspot.logsetup import NORMAL, QUIET, SCREEN, configure
+
+    log = logging.getLogger("blindspot.test_screen")
+    try:
+        configure(NORMAL)
+        log.info("plain info line")
+        log.info("resuming from checkpoint step-50", extra=SCREEN)
+        err = capsys.readouterr().err
+        assert "resuming from checkpoint step-50" in err and "plain info line" not in err
+        configure(QUIET)
+        log.info("resuming again", extra=SCREEN)
+        assert "resuming again" not in capsys.readouterr().err
+    finally:
+        configure(NORMAL)

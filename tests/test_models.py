@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from blindspot.errors import ConfigError
-from blindspot.lora import LoraSpec, add_lora
-from blindspot.models import (base_fingerprint, build_tiny_llama, cache_root, detect_device, load_base_model,
-                              load_tokenizer, resolve_model)
+from blindspot.training.loop import LoraSpec, add_lora
+from blindspot.models.checkpoints import base_fingerprint
+from blindspot.models.load import load_base_model, load_tokenizer
+from blindspot.models.resolve import build_tiny_llama, cache_root, detect_device, resolve_model
 
 TEXTS = ["The cat sat on the mat.", "A dog ran in the park.", "Premise: the doctor saw the lawyer.",
          "Hypothesis: the lawyer saw the doctor.", "entailment neutral contradiction"] * 4
@@ -99,7 +100,7 @@ def test_device_and_dtype():
 
 
 def test_cpu_native_bf16_reads_the_flags(tmp_path):
-    from blindspot.models import read_cpu_bf16 as cpu_native_bf16
+    from blindspot.models.resolve import read_cpu_bf16 as cpu_native_bf16
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n\n"
@@ -116,10 +117,10 @@ def test_cpu_native_bf16_reads_the_flags(tmp_path):
 def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch, caplog):
     import logging
 
-    from blindspot import models
+    from blindspot.models import resolve as models
 
     monkeypatch.setattr(models, "cpu_native_bf16", lambda *a, **k: (True, "the CPU has native bf16 (amx_bf16)"))
-    with caplog.at_level(logging.INFO, logger="blindspot.models"):
+    with caplog.at_level(logging.INFO, logger="blindspot.models.resolve"):
         assert detect_device("cpu") == (torch.device("cpu"), torch.bfloat16)
     assert "dtype bfloat16 (the CPU has native bf16 (amx_bf16); set dtype float32 to override)" in caplog.text
     assert detect_device("cpu", "float32")[1] == torch.float32  # the override
@@ -129,7 +130,7 @@ def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch, caplog):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only errors")
 def test_cuda_and_4bit_errors(tiny, monkeypatch):
-    from blindspot import models
+    from blindspot.models import load as models
 
     with pytest.raises(ConfigError, match="CUDA"):
         detect_device("cuda")
@@ -142,7 +143,7 @@ def test_four_bit_available_says_why(monkeypatch):
     import importlib.metadata
     import importlib.util
 
-    from blindspot.models import four_bit_available
+    from blindspot.models.load import four_bit_available
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else object())
     assert four_bit_available(torch.device("cpu")) == (False, "bitsandbytes is not installed "
@@ -182,7 +183,7 @@ def test_smollm2_converts_once_and_speaks():
 
     Uses the real cache (cache_root()), so the ~40 s conversion happens once per machine.
     """
-    from blindspot.models import check_generates_text
+    from blindspot.models.resolve import check_generates_text
 
     cache = cache_root()
     path = resolve_model("smollm2-135m", cache_dir=cache)
@@ -195,7 +196,7 @@ def test_smollm2_converts_once_and_speaks():
 
 
 def test_smollm2_missing_package_says_how_to_install(monkeypatch, tmp_path):
-    import blindspot.models as models
+    import blindspot.models.resolve as models
 
     monkeypatch.setattr(models, "SMOLLM2_PACKAGE", "no_such_package_xyz")
     monkeypatch.setattr(models.importlib.metadata, "distribution",

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from blindspot.parsing import (REJECT_REASONS, GenerationTemplate, LeakageIndex, PairFilter, check_template,
-                               normalise, parse_generation)
+from blindspot.generation.parsing import (REJECT_REASONS, GenerationTemplate, LeakageIndex, PairFilter, check_template,
+                                          normalise, parse_generation)
 
 T = GenerationTemplate()
 GOOD = " Premise: A man sleeps on a bench. Hypothesis: A person rests. -- This is the end of the example."
@@ -122,7 +122,7 @@ def test_pair_filter_dedups_and_drops_leaks():
     (" Premise: " + "x" * 3000, "too_long"),
 ])
 def test_doomed_unfinished_text_is_rejected_whatever_follows(text, reason):
-    from blindspot.parsing import doomed_reason
+    from blindspot.generation.parsing import doomed_reason
 
     assert doomed_reason(text, "entailment") == reason
     if reason is not None:  # however it ends, the full parse rejects it

@@ -38,7 +38,7 @@ def _command(tmp: Path, out: Path, log: Path, data: Path) -> list[str]:
 def _logits(path: Path, data: Path) -> torch.Tensor:
     from blindspot.data.sources import load_source
     from blindspot.evaluate import predict_proba
-    from blindspot.train import load_classifier
+    from blindspot.training.classifier import load_classifier
 
     clf = load_classifier(path, device="cpu", dtype="float32")
     examples = load_source(str(data / "mnli-subset" / "multinli_1.0_dev_matched.jsonl.gz")).examples[:64]

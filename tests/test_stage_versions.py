@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from blindspot import stage_versions
-from blindspot.artifacts import StageSpec
+from blindspot.grid import stage_versions
+from blindspot.grid.artifacts import StageSpec
 
 
 def test_every_stage_code_is_as_recorded():
     lines = stage_versions.stale()
     assert not lines, ("stage code changed since stage_code.json was recorded:\n  " + "\n  ".join(lines)
                        + "\nIf a change alters what a stage writes, bump its STAGE_VERSIONS entry in "
-                       "src/blindspot/stage_versions.py; then run `python -m blindspot.stage_versions --record`.")
+                       "src/blindspot/grid/stage_versions.py; then run `python -m blindspot.grid.stage_versions --record`.")
 
 
 def test_every_stage_kind_has_a_version_and_code():

@@ -9,13 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import blindspot.train as train
+import blindspot.training.classifier as train
 from blindspot.data.example import MNLI_LABELS, NLIExample, save_examples
 from blindspot.errors import CheckpointError, ConfigError, DataError
-from blindspot.lora import LoraSpec, add_lora
-from blindspot.models import build_tiny_llama, load_base_model, load_tokenizer
+from blindspot.training.loop import LoraSpec, add_lora
+from blindspot.models.load import load_base_model, load_tokenizer
+from blindspot.models.resolve import build_tiny_llama
 from blindspot.templates import encode_classifier_inputs
-from blindspot.train import ClassifierSpec, OptimSpec, classifier_batches, fit, load_classifier, train_classifier
+from blindspot.training.classifier import (ClassifierSpec, OptimSpec, classifier_batches, fit,
+                                           load_classifier, train_classifier)
 
 SUBJECTS = ["The doctor", "A lawyer", "The cat", "Some students", "The artist", "A banker"]
 EXAMPLES = [NLIExample(f"ex{i}", f"{SUBJECTS[i % 6]} saw the {['actor', 'judge', 'dog'][i % 3]} near the park.",
@@ -268,13 +270,13 @@ def test_cli_trains_from_config_and_options(base, tmp_path, capsys):
 def test_optimizer_is_a_named_choice(caplog):
     import logging
 
-    from blindspot.lora import build_optimizer
+    from blindspot.training.loop import build_optimizer
 
     params = [torch.nn.Parameter(torch.zeros(64, 64))]
     assert OptimSpec().optimizer == "adamw_torch"
     assert type(build_optimizer(params, OptimSpec(), torch.device("cpu"))) is torch.optim.AdamW
     paged = OptimSpec(optimizer="paged_adamw_32bit")
-    with caplog.at_level(logging.WARNING, logger="blindspot.lora"):
+    with caplog.at_level(logging.WARNING, logger="blindspot.training.loop"):
         opt = build_optimizer(params, paged, torch.device("cpu"))
     assert type(opt) is torch.optim.AdamW and "CUDA only" in caplog.text  # no paging on CPU, said in words
     assert opt.defaults["weight_decay"] == paged.weight_decay == 0.001
@@ -295,7 +297,7 @@ def test_group_by_length_switch(base):
 
 
 def _four_bit_here() -> bool:
-    from blindspot.models import four_bit_available
+    from blindspot.models.load import four_bit_available
 
     return four_bit_available(torch.device("cpu"))[0]
 
@@ -305,7 +307,7 @@ def test_4bit_qlora_classifier_on_cpu_trains_saves_and_reloads_identically(base,
     """The paper's QLoRA path (NF4 base, LoRA, fp32 head) on CPU through bitsandbytes' CPU backend."""
     import bitsandbytes as bnb
 
-    from blindspot.models import _nf4_config
+    from blindspot.models.load import _nf4_config
 
     config = _nf4_config(torch.device("cpu"), torch.float32)
     assert config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant is False  # as the paper
@@ -336,7 +338,7 @@ def test_4bit_qlora_classifier_on_cpu_trains_saves_and_reloads_identically(base,
 def test_4bit_classifier_where_4bit_cannot_run_warns_and_loads_unquantised(trained, tmp_path, monkeypatch, caplog):
     import logging
 
-    from blindspot import models
+    from blindspot.models import load as models
 
     out, _ = trained
     fake = tmp_path / "fake4bit"
@@ -345,7 +347,7 @@ def test_4bit_classifier_where_4bit_cannot_run_warns_and_loads_unquantised(train
     info["spec"]["quantize"] = "4bit"
     (fake / "classifier.json").write_text(json.dumps(info))
     monkeypatch.setattr(models, "four_bit_available", lambda dev: (False, "bitsandbytes is not installed"))
-    with caplog.at_level(logging.WARNING, logger="blindspot.train"):
+    with caplog.at_level(logging.WARNING, logger="blindspot.training.classifier"):
         clf = load_classifier(fake, device="cpu")
     assert "trained on a 4-bit NF4 base, but bitsandbytes is not installed: loading it on the unquantised" in caplog.text
     assert clf.labels == MNLI_LABELS

@@ -23,15 +23,15 @@ import torch
 pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash scripts/setup_vllm.sh, then run the "
                     "tests in .venv-vllm; GPU: pip install -e '.[vllm]')")
 
-from blindspot.engines import NativeEngine  # noqa: E402
+from blindspot.generation.engines import NativeEngine  # noqa: E402
 from blindspot.errors import BlindspotError, ConfigError  # noqa: E402
-from blindspot.generate import GenerateSpec, generate  # noqa: E402
-from blindspot.generator import load_generator  # noqa: E402
+from blindspot.generation.sample import GenerateSpec, generate  # noqa: E402
+from blindspot.training.generator import load_generator  # noqa: E402
 from blindspot.mfu import FlopShape, flop_shape  # noqa: E402
-from blindspot.parsing import REJECT_REASONS, doomed_reason, parse_generation  # noqa: E402
-from blindspot.sampling import StopRule, decode_batch, encode_prompt  # noqa: E402
+from blindspot.generation.parsing import REJECT_REASONS, doomed_reason, parse_generation  # noqa: E402
+from blindspot.generation.decode import StopRule, decode_batch, encode_prompt  # noqa: E402
 from blindspot.templates import END_MARKER  # noqa: E402
-from blindspot.vllm_engine import VllmEngine  # noqa: E402
+from blindspot.generation.vllm_engine import VllmEngine  # noqa: E402
 from test_generator import make_tiny_generator  # noqa: E402
 
 LABELS = ("entailment", "neutral", "contradiction")

@@ -28,11 +28,11 @@ from blindspot.progress import NullSink, use_sink
 # with a space and typed as two words.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data describe": ("blindspot.data.describe", "Count labels, cleaning and heuristic prevalence of NLI sets."),
-    "train-classifier": ("blindspot.train", "Train (or continue training) an LLM + LoRA NLI classifier."),
+    "train-classifier": ("blindspot.training.classifier", "Train (or continue training) an LLM + LoRA NLI classifier."),
     "evaluate": ("blindspot.evaluate", "Evaluate a classifier on NLI sets: accuracies with intervals, predictions."),
     "compare": ("blindspot.compare", "Paired comparison (exact McNemar) of two prediction files on one set."),
-    "train-generator": ("blindspot.generator", "Train the LLM as a label-first generator of NLI examples."),
-    "generate": ("blindspot.generate", "Sample labelled synthetic NLI examples from a trained generator."),
+    "train-generator": ("blindspot.training.generator", "Train the LLM as a label-first generator of NLI examples."),
+    "generate": ("blindspot.generation.sample", "Sample labelled synthetic NLI examples from a trained generator."),
     "filter": ("blindspot.filters", "Keep synthetic pairs on which a heuristic always (or never) works."),
     "audit": ("blindspot.audit", "Heuristic features, lengths and diversity of NLI sets, side by side."),
     "run": ("blindspot.grid", "Run a whole experiment grid from a YAML config (cached, resumable)."),

@@ -109,7 +109,7 @@ class ClassifierConfig(ClassifierTraining):
     plus how the grid runs them, which no stage hash covers."""
 
     group_augmentations: bool = Field(True, description="Train a starting point's augmentation runs together: "
-                                      "one base, K adapters, one job (blindspot.grouped); the same results, up to "
+                                      "one base, K adapters, one job (blindspot.training.grouped); the same results, up to "
                                       "float rounding, and the same stage directories as one by one. A model the "
                                       "grouped path does not support is trained one by one (the log says so). "
                                       "Not part of any stage's hash.")

@@ -67,7 +67,7 @@ def _pad_id(model) -> int:
 
 def _prefix_kv(model, prefix_ids: list[int], device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Run the shared prefix once; its per-layer (keys, values), batch dimension 1."""
-    from blindspot.kvcache import output_layers
+    from blindspot.models.kvcache import output_layers
 
     return output_layers(model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True))
 
@@ -75,7 +75,7 @@ def _prefix_kv(model, prefix_ids: list[int], device: torch.device) -> list[tuple
 def _batch_logits(model, prefix_kv, prefix_len: int, suffixes: list[list[int]], pad_id: int,
                   device: torch.device) -> torch.Tensor:
     """Logits of one batch: right-padded suffixes attending to a fresh copy of the prefix cache."""
-    from blindspot.kvcache import cache_arg, expanded_cache
+    from blindspot.models.kvcache import cache_arg, expanded_cache
 
     bsz, width = len(suffixes), max(len(s) for s in suffixes)
     ids = torch.full((bsz, width), pad_id, dtype=torch.long)
@@ -328,7 +328,7 @@ def _source_label(src, name: str) -> str:
 def _resolve_classifier(classifier, device: str, dtype: str):
     """A Classifier as is, or load one from its directory (on `device`, in `dtype`)."""
     if isinstance(classifier, (str, Path)):
-        from blindspot.train import load_classifier
+        from blindspot.training.classifier import load_classifier
 
         return load_classifier(Path(classifier), device=device, dtype=dtype)
     return classifier

@@ -9,7 +9,8 @@
 (results, a run's display), records of the `blindspot` loggers from WARNING (all of them with
 -v) and third-party records (transformers, peft, datasets, Python warnings via
 logging.captureWarnings) only from ERROR (INFO with -v); `-q` leaves errors only. Our INFO
-lines (devices, throughput, per-set accuracies) go to the log file: RUN/run.log for a run,
+lines (devices, throughput, per-set accuracies) go to the log file, except those logged with
+`extra=SCREEN` (a stage resuming from a checkpoint), which the screen shows too: RUN/run.log for a run,
 `--log FILE` for any subcommand. transformers' own stderr handler is removed so that its messages
 (the LOAD REPORT of every classifier it builds, among them) propagate here, and the weight
 loading bars of transformers and the hub are turned off unless -v. `log_to_file(path)` adds a
@@ -38,6 +39,9 @@ SCREEN_LEVELS = {QUIET: (logging.ERROR, logging.ERROR), NORMAL: (logging.WARNING
 # libraries whose DEBUG records flood a log file (font lookups, HTTP, locks): INFO at most
 NOISY = ("matplotlib", "PIL", "urllib3", "filelock", "fsspec", "httpx", "httpcore", "asyncio")
 SCREEN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# `extra=` of one of our INFO records that the screen shows as well (unless -q): what a person must see
+# without -v, e.g. that a killed stage resumed from a checkpoint
+SCREEN = {"screen": True}
 FILE_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 
 
@@ -62,6 +66,8 @@ class ScreenFilter(logging.Filter):
         self.ours, self.libs = ours, libs
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if is_ours(record) and getattr(record, "screen", False) and self.ours <= logging.WARNING:
+            return record.levelno >= logging.INFO
         return record.levelno >= (self.ours if is_ours(record) else self.libs)
 
 

@@ -24,7 +24,7 @@ a sequence of s real tokens (after o cached ones) costs
   `4*P*s + 2*P_t*s + 3*A` in all. Autograd skips the input gradient of layer 0's q/k/v (no
   upstream parameter needs it); that is counted anyway (< 1/n_layers of the backward).
 
-Generation counts what its engine computed (blindspot.engines' `counter`): the native engine's
+Generation counts what its engine computed (blindspot.generation.engines' `counter`): the native engine's
 merged model (P = the base's layers), the prompt once per label (its cache is shared) and every
 row's fed-back tokens; the vLLM engine's base with its adapter unmerged (P + the LoRA A/B, from the
 checkpoint files: `served_flop_shape`), each request's uncached prompt tokens and fed-back tokens.
@@ -190,7 +190,7 @@ def cpu_peak(dtype: torch.dtype, cache_dir: str | Path | None = None,
              measure: Callable[[torch.dtype], float] | None = None, remeasure: bool = False) -> dict:
     """This CPU's matmul peak in `dtype` at the current thread count: cached, else (or with
     `remeasure`) measured and cached."""
-    from blindspot.models import cache_root
+    from blindspot.models.resolve import cache_root
 
     cpu, flags = _cpu_identity()
     ident = {"cpu": cpu, "flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:16],

@@ -3,9 +3,10 @@
     blindspot report RUN_DIR [--out DIR] [--mnli-set NAME] [--hans-set NAME]
 
 Reads only files: RUN_DIR/results/index.json (or the saved results table), the evaluations'
-metrics.json and predictions, and RUN_DIR/audit.md when present. Writes into RUN_DIR/report/:
+metrics.json and predictions, RUN_DIR/audit.md when present, and the generate and filter stages'
+directories (samples to browse: blindspot.report_samples). Writes into RUN_DIR/report/:
 figure_main.png (the paper's figure), figure_heuristics.png, paired_tests.csv, report.md,
-report.html and a DONE marker.
+report.html (one file that loads nothing: see CSP) and a DONE marker.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ from blindspot.errors import BlindspotError  # noqa: E402
 from blindspot.findings import findings_blocks  # noqa: E402
 from blindspot.results import (AGGREGATED_CSV, RESULTS_CSV, RESULTS_PARQUET, START, aggregate_seeds,  # noqa: E402
                                comparison_pairs, load_index, load_results, paired_tests)
+from blindspot.report_samples import STYLE as SAMPLES_STYLE, sample_blocks  # noqa: E402
 from blindspot.storage import DONE, atomic_write_bytes, atomic_write_text, mark_done  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 BLINDSPOT_SLICE = "heuristic=lexical_overlap,label=non-entailment"
 RELIANCE_SLICE = "reliance:heuristic=lexical_overlap"  # blindspot.reliance, beside the paper's number
+# report.html loads nothing and runs nothing: figures are data: URLs, the one stylesheet is inline
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 SOURCE_NAMES = {"original": "original data", "synthetic": "synthetic data",
                 "biased-lexical-overlap": "synthetic, filtered: overlap always means entailment",
                 "original+biased-lexical-overlap": "original, filtered: overlap always means entailment"}
@@ -311,11 +315,15 @@ def render(blocks: list[tuple], out_dir: Path) -> tuple[str, str]:
         elif kind == "pre":
             md.append("```\n" + val[0].rstrip() + "\n```")
             body.append(f"<pre>{html.escape(val[0])}</pre>")
+        elif kind == "html":  # (HTML built as inert text by blindspot.report_samples, its Markdown)
+            md.append(val[1])
+            body.append(val[0])
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
-             "pre{background:#f4f4f4;padding:0.5em;overflow-x:auto}")
-    page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>blindspot report</title>"
+             "pre{background:#f4f4f4;padding:0.5em;overflow-x:auto}" + SAMPLES_STYLE)
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><meta http-equiv='Content-Security-Policy' "
+            f"content=\"{CSP}\"><title>blindspot report</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     return "\n\n".join(md) + "\n", page
 
@@ -437,6 +445,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
     if (run_dir / "audit.md").exists():
         audit = re.sub(r"^(#+) ", r"##\1 ", (run_dir / "audit.md").read_text(), flags=re.M)  # below our h2
         blocks += [("h2", "Data audit"), ("raw", audit)]
+    blocks += sample_blocks(run_dir)
     costs = cost_table(run_dir)
     if not costs.empty:
         blocks += [("h2", "What each stage cost"),

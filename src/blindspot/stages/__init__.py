@@ -12,9 +12,9 @@
     evaluate   score a classifier on every evaluation set
     audit      heuristic features, lengths, diversity of pool vs synthetic vs filtered
 
-A stage's parameters are its `Spec` (the planner, grid.py, builds it from the experiment
+A stage's parameters are its `Spec` (the planner, grid/plan.py, builds it from the experiment
 config; its JSON is what the stage directory's hash covers). `run` reads only the spec, its
-input stage directories and the `Runtime` that blindspot.store resolved just before it started
+input stage directories and the `Runtime` that blindspot.grid.store resolved just before it started
 (device, dtype, model cache, CPU threads: how it runs, not what it computes, so not hashed), writes into `out`, and returns; the store writes DONE. So any executor (in
 process, or a Ray worker) runs them the same way.
 """

@@ -42,17 +42,17 @@ def job(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime):
 
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     """Sample m balanced examples from the `data` input (minus the start's, if asked) and continue `start`."""
-    from blindspot.train import train_classifier
+    from blindspot.training.classifier import train_classifier
 
     train_classifier(*job(spec, inputs, out, runtime), out, runtime.cache_dir, write_done=False)
 
 
 def run_group(specs: list[Spec], inputs: list[Inputs], outs: list[Path], runtime: Runtime) -> list[str | None]:
-    """Several augment stages that continue one start, trained together (blindspot.group_runs): each
+    """Several augment stages that continue one start, trained together (blindspot.training.group_runs): each
     one's job, then one base with K adapters. Returns each member's error (None: it ran); a member
     whose sample fails is left out. A BlindspotError of the joint training fails them all."""
     from blindspot.errors import BlindspotError
-    from blindspot.group_runs import train_classifiers_together
+    from blindspot.training.group_runs import train_classifiers_together
 
     errors: list[str | None] = [None] * len(specs)
     jobs = []

@@ -3,7 +3,7 @@
 A random tiny Llama cannot learn the generator's template through LoRA alone (its frozen output
 layer caps the logits), so, like a real base model, it first learns the data's language: a few
 epochs of causal-LM training on label-first pool examples. Which models need this stage is
-`blindspot.models.BUILT_FROM_DATA`; the planner asks it (grid.py).
+`blindspot.models.BUILT_FROM_DATA`; the planner asks it (grid/plan.py).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ class Spec(StageModel):
 
 
 def _tiny_shape() -> dict[str, int]:
-    from blindspot.models import TINY_LLAMA_SHAPE
+    from blindspot.models.resolve import TINY_LLAMA_SHAPE
 
     return dict(TINY_LLAMA_SHAPE)
 
 
 def spec_for(model: str) -> Spec | None:
     """The base stage `model` needs: one for a built-in made from the data (models.BUILT_FROM_DATA), else None."""
-    from blindspot.models import BUILT_FROM_DATA
+    from blindspot.models.resolve import BUILT_FROM_DATA
 
     return Spec(model=model) if model in BUILT_FROM_DATA else None
 
@@ -49,9 +49,10 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     from transformers import AutoModelForCausalLM
 
     from blindspot.data.cleaning import sample_examples
-    from blindspot.generator import GeneratorSpec, generator_batches
-    from blindspot.lora import OptimSpec, fit
-    from blindspot.models import build_tiny_llama, load_tokenizer
+    from blindspot.training.generator import GeneratorSpec, generator_batches
+    from blindspot.training.loop import OptimSpec, fit
+    from blindspot.models.load import load_tokenizer
+    from blindspot.models.resolve import build_tiny_llama
     from blindspot.templates import CLASSIFIER_TEMPLATES
 
     pool = load_prepared(inputs["prepare"], "pool")

@@ -34,7 +34,7 @@ def spec_json(spec: StageModel) -> dict:
 
 @dataclass(frozen=True)
 class Runtime:
-    """How a stage runs, resolved by blindspot.store on the machine that runs it, recorded in
+    """How a stage runs, resolved by blindspot.grid.store on the machine that runs it, recorded in
     timing.json, and not part of its hash (none of it changes what the stage computes)."""
 
     device: str = "cpu"  # resolved: cpu, cuda, cuda:N (never auto)

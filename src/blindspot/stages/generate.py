@@ -62,7 +62,7 @@ class Spec(StageModel):
 
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     """Sample with the `generator` input until each label has its valid examples (resumes a killed run)."""
-    from blindspot.generate import GenerateSpec, generate
+    from blindspot.generation.sample import GenerateSpec, generate
 
     g = spec.generation.model_dump()
     eval_files = tuple(str(inputs["prepare"] / "eval" / f"{name}.jsonl") for name in spec.sets)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from blindspot.lora import LoraSpec, OptimSpec
+from blindspot.training.loop import LoraSpec, OptimSpec
 from blindspot.stages.common import Inputs, Runtime, StageModel, base_model, load_prepared
 from blindspot.stages.start import ModelChoice
 
@@ -30,7 +30,7 @@ class Spec(ModelChoice):
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     """Train the generator on (a seeded sample of) the pool."""
     from blindspot.data.cleaning import sample_examples
-    from blindspot.generator import GeneratorSpec, train_generator
+    from blindspot.training.generator import GeneratorSpec, train_generator
 
     pool = load_prepared(inputs["prepare"], "pool")
     g = spec.generator

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from blindspot.lora import LoraSpec, OptimSpec
+from blindspot.training.loop import LoraSpec, OptimSpec
 from blindspot.stages.common import Inputs, Runtime, StageModel, base_model, load_prepared
 from blindspot.storage import atomic_write_json
 
@@ -39,8 +39,8 @@ class Spec(ModelChoice):
 
 def classifier_spec(spec: ModelChoice, training: ClassifierTraining, seed: int, inputs: Inputs, runtime: Runtime,
                     init_from: Path | None = None):
-    """The library's ClassifierSpec (blindspot.train) for this stage, on the runtime's device and dtype."""
-    from blindspot.train import ClassifierSpec
+    """The library's ClassifierSpec (blindspot.training.classifier) for this stage, on the runtime's device and dtype."""
+    from blindspot.training.classifier import ClassifierSpec
 
     return ClassifierSpec(model=base_model(spec.model, inputs), init_from=str(init_from) if init_from else None,
                           template=training.template, lora=training.lora, optim=training.optim,
@@ -51,7 +51,7 @@ def classifier_spec(spec: ModelChoice, training: ClassifierTraining, seed: int, 
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     """Train a starting point on n pool examples sampled with the condition's seed."""
     from blindspot.data.cleaning import sample_examples
-    from blindspot.train import train_classifier
+    from blindspot.training.classifier import train_classifier
 
     pool = load_prepared(inputs["prepare"], "pool")
     n = len(pool) if spec.n == "all" else spec.n
