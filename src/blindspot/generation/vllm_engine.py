@@ -25,8 +25,8 @@ script that opens this engine needs an `if __name__ == "__main__":` guard.
   batch size = `max_num_seqs`, chunk_batches, max_new_tokens), on the same machine with the same
   vLLM and torch builds, a rerun, and a run resumed after a kill (in a fresh process), write
   byte-identical files. generate's spec.json records the dtype that ran, and a resume in another
-  one is refused: `auto` is bf16 on a CPU with AMX and fp32 elsewhere, and bf16 and fp32 samples
-  differ in a few rows in a hundred (issue 11's flaky test resumed a bf16 run in fp32). And every
+  one is refused: `auto` is bf16 on a CPU with AMX or AVX512-BF16, fp32 elsewhere, and bf16 and
+  fp32 samples differ in a few rows in a hundred (issue 11's flaky test resumed a bf16 run in fp32). And every
   chunk is scheduled the same way, whatever ran before it: its requests are all queued while
   vLLM's scheduler is paused (`sleep(level=0)`, then `wake_up`), on an emptied prefix cache. vLLM
   steps on whatever requests have reached its engine process, so otherwise timing decides which
