@@ -68,7 +68,7 @@ def test_paper_without_sizes_names_what_is_missing(data_env, tmp_path):
 @pytest.mark.slow
 def test_smoke_estimate_calibrates_every_stage_kind_here(data_env, tmp_path, capsys):
     shrink = ["generator.optim.batch_size=4", "generation.batch_size=4", "generation.max_new_tokens=16",
-              "classifier.optim.batch_size=4"]
+              "classifier.optim.batch_size=4", "generations.rounds=1"]  # a group of 4 (2 sources x 2 sizes)
     r = run_estimate(REPO / "configs" / "smoke.yaml", tmp_path, None, shrink, 2, [])
     assert r["measured"] is True and r["group_size"] == 4
     for kind in ("start", "group", "evaluate", "generator", "generate", "base"):

@@ -73,13 +73,20 @@ def test_smoke_grid_writes_results_and_report(smoke_run):
     out, _ = smoke_run
     df = pd.read_csv(out / "results" / "results.csv")
     cfg = load_config(SMOKE)
-    conditions = len(cfg.start_sizes) * (1 + len(cfg.augment.sources) * len(cfg.augment.sizes))
+    rounds = (cfg.generations.rounds - 1) * len(cfg.generations.modes())  # each later round is a source
+    conditions = len(cfg.start_sizes) * (1 + (len(cfg.augment.sources) + rounds) * len(cfg.augment.sizes))
     assert df.groupby(["start_size", "source", "aug_size", "seed"]).ngroups == conditions
     assert set(df["eval_set"]) == set(cfg.data.eval)
     blind = df[(df.eval_set == "hans") & (df.slice == "heuristic=lexical_overlap,label=non-entailment")]
     assert len(blind) == conditions and (blind["n"] == 5 * cfg.data.eval_per_subcase).all()
     assert ((df.ci_low <= df.accuracy) & (df.accuracy <= df.ci_high)).all()
-    for name in ("figure_main.png", "figure_heuristics.png", "report.md", "report.html", "DONE"):
+    assert set(df.loc[df["source"] == "synthetic-r2-accumulate", "round"]) == {2}
+    assert set(df.loc[df["source"] == "synthetic", "round"]) == {1} and df.loc[df["source"] == "original", "round"].isna().all()
+    rounds_json = json.loads((out / "results" / "rounds.json").read_text())
+    assert [(r["round"], r["mode"]) for r in rounds_json["sets"]] == [(1, None), (2, "replace"), (2, "accumulate")]
+    assert all(r["audit"]["n"] == 3 * cfg.generation.per_label for r in rounds_json["sets"])
+    assert "Audit of each round's synthetic data" in (out / "report" / "report.md").read_text()
+    for name in ("figure_main.png", "figure_heuristics.png", "figure_rounds.png", "report.md", "report.html", "DONE"):
         assert (out / "report" / name).is_file(), name
     assert (out / "report" / "figure_main.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "biased-lexical-overlap" in (out / "audit.md").read_text()
@@ -116,8 +123,12 @@ def test_changed_value_reruns_only_dependants(data_env):
     assert kinds(names(rule) - names(base)) == ["audit", "evaluate", "filter"]  # smoke augments from no filter
     assert {s.spec["overlap_rule"] for s in rule.stages if s.stage in ("filter", "audit", "evaluate")} == {"words"}
 
-    gen = build_plan(load_config(SMOKE, ["generation.temperature=0.5"]))
-    assert kinds(names(gen) - names(base)) == ["audit", "augment", "evaluate", "filter", "generate"]
+    gen = build_plan(load_config(SMOKE, ["generation.temperature=0.5"]))  # round 2's generators train on round 1's data
+    assert kinds(names(gen) - names(base)) == ["audit", "augment", "evaluate", "filter", "generate", "generator"]
+
+    more_rounds = build_plan(load_config(SMOKE, ["generations.rounds=3"]))
+    assert names(base) <= names(more_rounds)
+    assert kinds(names(more_rounds) - names(base)) == ["audit", "augment", "evaluate", "generate", "generator"]
 
 
 def test_augmentations_are_trained_together_and_match_alone(smoke_run, tmp_path):
@@ -133,7 +144,8 @@ def test_augmentations_are_trained_together_and_match_alone(smoke_run, tmp_path)
     store = out / "stages"
     plan = build_plan(load_config(SMOKE))
     cfg = load_config(SMOKE)
-    assert [len(g) for g in plan.groups] == [len(cfg.augment.sources) * len(cfg.augment.sizes)] * len(cfg.start_sizes)
+    sources = len(cfg.augment.sources) + (cfg.generations.rounds - 1) * len(cfg.generations.modes())  # + later rounds
+    assert [len(g) for g in plan.groups] == [sources * len(cfg.augment.sizes)] * len(cfg.start_sizes)
     alone = build_plan(load_config(SMOKE, ["classifier.group_augmentations=false"]))
     assert alone.groups == [] and [s.dirname for s in alone.stages] == [s.dirname for s in plan.stages]
     assert all("group_augmentations" not in s.spec.get("classifier", {}) for s in plan.stages)  # not hashed
@@ -189,7 +201,7 @@ def test_a_failing_stage_skips_its_dependants_and_the_rest_still_runs(smoke_run,
     run_dir = tmp_path / "partial"
     with pytest.raises(BlindspotError) as e:
         run(SMOKE, out=run_dir, store=out / "stages",
-            overrides=["augment.sources=[original, biased-lexical-overlap]"])
+            overrides=["augment.sources=[original, biased-lexical-overlap]", "generations.rounds=1"])
     msg = str(e.value)
     assert "4 stage(s) failed and 4 were skipped" in msg and "labelled 'entailment'" in msg
     index = json.loads((run_dir / "results" / "index.json").read_text())
@@ -257,7 +269,9 @@ def test_summary_numbers_are_the_results_table(smoke_cli):
     for start in cfg.start_sizes:
         line = next(ln for ln in lines if ln.startswith(f"  start {start}: "))
         expected = []
-        for source, aug in [("start", 0)] + [(s, top) for s in cfg.augment.sources]:
+        found = set(agg.source) - {"start"}  # original, synthetic, then the rest (later rounds) sorted
+        shown = [s for s in ("original", "synthetic") if s in found] + sorted(found - {"original", "synthetic"})
+        for source, aug in [("start", 0)] + [(s, top) for s in shown]:
             rows = agg[(agg.start_size == start) & (agg.source == source) & (agg.aug_size == aug)]
             blind = rows[(rows.eval_set == "hans") & (rows.slice == "heuristic=lexical_overlap,label=non-entailment")]
             general = rows[(rows.eval_set == "mnli-matched") & (rows.slice == "all")]

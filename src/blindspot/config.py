@@ -86,6 +86,44 @@ class AugmentConfig(BaseModel):
         return v
 
 
+GenerationMode = Literal["replace", "accumulate"]
+
+
+class GenerationsConfig(BaseModel):
+    """Repeated generations (blindspot.rounds): round t+1's generator is trained on what round t wrote.
+
+    Round 1 is the paper's generator (on `generator.train_size` pool pairs). Each round writes
+    `generation.per_label` examples per label, which augment the starting points as the paper's
+    synthetic data does (source `synthetic` in round 1, `synthetic-rT-MODE` after it), and
+    `train_size` more, its contribution to the next round's training set, of which
+    round(real_fraction x train_size) are real pool pairs. Modes as in Gerstgrasser et al. 2024:
+    `replace` trains round t+1 on round t's contribution alone; `accumulate` on round 1's real
+    training sample plus every contribution so far (the set grows each round). Every round's
+    generator is a fresh LoRA on the base model (not a continuation of the previous round's).
+    """
+
+    model_config = FROZEN
+    rounds: int = Field(1, ge=1, description="Rounds K, counting the paper's generator (1 = the paper only).")
+    mode: list[GenerationMode] = Field(["replace"], description="replace, accumulate, or a list of both (each "
+                                       "its own chain of rounds after round 1).")
+    real_fraction: float = Field(0.0, ge=0, lt=1, description="Share of each round's contribution to the next "
+                                 "round's training set that is real pool pairs (0 = all synthetic).")
+    train_size: int | None = Field(None, ge=1, description="Examples each round contributes to the next round's "
+                                   "training set (None = generator.train_size). A SmolLM2 generator trained on 300 "
+                                   "examples wrote no valid example (docs/LOG.md): keep it near round 1's size.")
+
+    def modes(self) -> list[str]:
+        return list(self.mode)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _one_or_a_list(cls, v):
+        v = [v] if isinstance(v, str) else v
+        if isinstance(v, list) and (not v or len(set(map(str, v))) != len(v)):
+            raise ValueError(f"expected replace, accumulate or a list of distinct modes, got {v}")
+        return v
+
+
 class EvaluationConfig(BaseModel):
     model_config = FROZEN
     batch_size: int = Field(32, ge=1, description="Examples per forward pass.")
@@ -146,6 +184,8 @@ class ExperimentConfig(BaseModel):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     generator: GeneratorTraining = Field(default_factory=GeneratorTraining)
     generation: Generation
+    generations: GenerationsConfig = Field(default_factory=GenerationsConfig, description="Repeated "
+                                           "generations (blindspot.rounds); default: the paper's single round.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     audit_filters: list[str] = Field(default_factory=list, description="Filters the data audit also shows "
                                      "(those used as augmentation sources are always shown).")
@@ -165,6 +205,18 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"audit_filters: unknown filter(s) {unknown}; expected one of {sorted(FILTERS)}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if self.generations.rounds > 1:
+            if "synthetic" not in self.augment.sources:
+                raise ValueError("generations.rounds > 1: augment.sources needs 'synthetic' (each round's data "
+                                 "augments the starting points as the synthetic source does)")
+            g = self.generations
+            if g.train_size is None and self.generator.train_size is None:
+                raise ValueError("generations.train_size: needed when generator.train_size is the whole pool "
+                                 "(how many examples each round writes for the next round's training)")
+            size = g.train_size or self.generator.train_size
+            if size - round(g.real_fraction * size) < 3:
+                raise ValueError(f"generations: a round's contribution of {size} with real_fraction "
+                                 f"{g.real_fraction} leaves fewer than 3 synthetic examples (one per label)")
         return self
 
     def needs_synthetic(self) -> bool:

@@ -5,7 +5,8 @@
 Reads only files: RUN_DIR/results/index.json (or the saved results table), the evaluations'
 metrics.json and predictions, RUN_DIR/audit.md when present, and the generate and filter stages'
 directories (samples to browse: blindspot.report_samples). Writes into RUN_DIR/report/:
-figure_main.png (the paper's figure), figure_heuristics.png, paired_tests.csv, report.md,
+figure_main.png (the paper's figure), figure_heuristics.png, figure_rounds.png (repeated
+generations, blindspot.rounds_report, when the run has them), paired_tests.csv, report.md,
 report.html (one file that loads nothing: see CSP) and a DONE marker.
 """
 
@@ -31,6 +32,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from blindspot.costs import cost_table  # noqa: E402
 from blindspot.errors import BlindspotError  # noqa: E402
 from blindspot.findings import findings_blocks  # noqa: E402
+from blindspot.rounds_report import rounds_blocks  # noqa: E402
 from blindspot.results import (AGGREGATED_CSV, RESULTS_CSV, RESULTS_PARQUET, START, aggregate_seeds,  # noqa: E402
                                comparison_pairs, load_index, load_results, paired_tests)
 from blindspot.report_samples import STYLE as SAMPLES_STYLE, sample_blocks  # noqa: E402
@@ -434,6 +436,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, mnli_se
     paired, tests = _paired_blocks(df, run_dir, lines)
     blocks += findings_blocks(tests, agg, general, challenge, BLINDSPOT_SLICE)
     blocks += _reliance_blocks(agg, challenge)
+    blocks += rounds_blocks(run_dir, agg, lines, out_dir, _save_png)  # repeated generations, if any
     slices = heuristic_slices(df, challenge)
     if slices:
         _save_png(build_heuristic_figure(df, challenge), out_dir / "figure_heuristics.png")

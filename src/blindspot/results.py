@@ -14,6 +14,9 @@ slice `reliance:heuristic=H` of the challenge set, `accuracy` holds the measure 
 `correct` of `n` = entailment answers on H's gold non-entailment pairs, `baseline_k` of
 `baseline_n` = the same on `baseline_set`'s non-entailment pairs without lexical overlap under
 `overlap_rule`; the interval is Newcombe's for two independent proportions).
+
+`round` is the round of repeated generations (blindspot.rounds) whose synthetic data a condition
+was augmented with: 1 for `synthetic`, t for `synthetic-rT-MODE`, empty for other sources.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ RESULTS_PARQUET = "results/results.parquet"
 AGGREGATED_CSV = "results/results_aggregated.csv"
 COLUMNS = ["start_size", "source", "aug_size", "seed", "eval_set", "slice", "correct", "n",
            "accuracy", "ci_low", "ci_high", "predictions", "metric", "baseline_set", "baseline_k", "baseline_n",
-           "overlap_rule"]
-# columns a table written before the reliance measure lacks, with what they mean for its rows
+           "overlap_rule", "round"]
+# columns a table written before the reliance measure (or repeated generations) lacks, with what they
+# mean for its rows
 OPTIONAL_COLUMNS = {"metric": "accuracy", "baseline_set": None, "baseline_k": None, "baseline_n": None,
-                    "overlap_rule": None}
+                    "overlap_rule": None, "round": None}
 CONDITION = ["start_size", "source", "aug_size"]
 AGG_KEYS = CONDITION + ["eval_set", "slice", "metric"]
 
@@ -56,6 +60,9 @@ class ResultEntry(BaseModel):
     source: str = Field(min_length=1, description='Augmentation source; "start" for the starting point itself.')
     aug_size: int = Field(ge=0, description="Augmentation examples added (0 for the starting point).")
     seed: int = Field(description="Seed of the whole condition (sampling and training).")
+    round: int | None = Field(None, ge=1, description="Round of repeated generations whose synthetic data it "
+                              "was augmented with (blindspot.rounds: 1 = the paper's 'synthetic'); None: no "
+                              "synthetic source.")
     eval_dir: str = Field(description="Evaluation output directory, relative to the run directory.")
 
 
@@ -158,7 +165,7 @@ def collect_results(entries: Iterable[ResultEntry], run_dir: str | Path, rule: s
         first = df[dup].iloc[0]
         raise BlindspotError(f"{run_dir / INDEX}: condition {first[CONDITION + ['seed']].to_dict()} "
                              "listed more than once")
-    df = df.astype({"start_size": int, "aug_size": int, "seed": int, "correct": int, "n": int})
+    df = df.astype({"start_size": int, "aug_size": int, "seed": int, "correct": int, "n": int, "round": "Int64"})
     return df.sort_values(["start_size", "source", "aug_size", "seed", "eval_set", "slice"],
                           ignore_index=True)
 
@@ -275,12 +282,14 @@ def _compare_slices(path_a: Path, path_b: Path, slices: list[str], tmp_dir: Path
 
 
 def comparison_pairs(sources: Iterable[str]) -> list[tuple[str, str]]:
-    """(a, b) pairs to test: synthetic vs original, every biased-* source vs synthetic, and every
-    original+FILTER source (the original pool through a filter) vs original."""
+    """(a, b) pairs to test: synthetic vs original, every biased-* source vs synthetic, every later
+    round's synthetic-rT-MODE vs synthetic (round 1; blindspot.rounds), and every original+FILTER
+    source (the original pool through a filter) vs original."""
     sources = set(sources)
     pairs = [("synthetic", "original")] if {"synthetic", "original"} <= sources else []
     if "synthetic" in sources:
         pairs += [(s, "synthetic") for s in sorted(sources) if s.startswith("biased")]
+        pairs += [(s, "synthetic") for s in sorted(sources) if s.startswith("synthetic-r")]
     if "original" in sources:
         pairs += [(s, "original") for s in sorted(sources) if s.startswith("original+")]
     return pairs

@@ -68,6 +68,8 @@ class GenerateSpec(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps.")
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16; spec.json records the dtype "
                        "that ran, so a resume cannot switch it.")
+    id_prefix: str = Field("", description="Prefix of every record id (a later round of repeated generations: "
+                           "'round2-replace-'), so that rounds mixed in one training set keep distinct ids.")
     engine: Literal["auto", "native", "vllm"] = Field(
         "auto", description="native (our prompt-cached decoder), vllm, or auto: vllm on CUDA when it is "
         "installed, else native. spec.json records the engine that ran.")
@@ -172,9 +174,11 @@ def _run_dtype(spec: GenerateSpec, engine=None, generator=None) -> str:
 def _check_spec(out: Path, spec: GenerateSpec) -> None:
     """Write spec.json, or check that an existing one (a run to resume) is the same spec."""
     path = out / "spec.json"
-    mine = spec.model_dump(mode="json")
+    mine = spec.model_dump(mode="json", exclude=set() if spec.id_prefix else {"id_prefix"})  # as before id_prefix
     if path.exists():
         theirs = json.loads(path.read_text())
+        if not theirs.get("id_prefix", ""):  # an empty prefix is left out of `mine`, as before id_prefix
+            theirs.pop("id_prefix", None)
         if theirs.get("dtype") == "auto":  # written before spec.json recorded the dtype that ran: not known
             theirs["dtype"] = mine["dtype"]
         if theirs.get("dtype") != mine["dtype"] and {**theirs, "dtype": mine["dtype"]} == mine:
@@ -217,7 +221,7 @@ def _parse_batch(gen, label: str, batch: int, seed: int, rows: list[list[int]], 
             extra = {} if parsed.reason else {"premise": parsed.premise, "hypothesis": parsed.hypothesis}
             rejects.append({**base, "reason": reason, "text": text, **extra})
         elif len(records) < need:
-            records.append({"id": f"syn{spec.seed}-{label}-b{batch}-r{r}", "premise": parsed.premise,
+            records.append({"id": f"{spec.id_prefix}syn{spec.seed}-{label}-b{batch}-r{r}", "premise": parsed.premise,
                             "hypothesis": parsed.hypothesis, "label": label, "generator": gen.name, "seed": seed})
         else:
             pairs.seen.discard((parsed.premise, parsed.hypothesis))  # not kept, so not a duplicate later

@@ -81,9 +81,10 @@ def stage_examples(stage: StageSpec, sets: dict | None, assume: dict[str, float]
     if kind in ("start", "augment"):
         n = spec["n"] if kind == "start" else spec["m"]
         return (pool if n == "all" else n) * spec["classifier"]["optim"]["epochs"]
-    if kind == "generator":
-        g = spec["generator"]
-        return (pool if g["train_size"] is None else min(g["train_size"], pool)) * g["optim"]["epochs"]
+    if kind == "generator":  # round 1: the pool sample; later rounds: what blindspot.rounds trains them on
+        from blindspot.rounds import generator_examples
+
+        return generator_examples(spec, pool) * spec["generator"]["optim"]["epochs"]
     if kind == "base":
         return min(spec["pretrain_examples"], pool) * spec["epochs"]
     if kind == "generate":  # rows sampled: whole batches per label, until enough are valid or attempts run out

@@ -22,6 +22,7 @@ from blindspot.data.example import MNLI_LABELS
 from blindspot.data.sources import DataSource, source_format
 from blindspot.errors import BlindspotError, ConfigError
 from blindspot.grid.executors import graph_depths
+from blindspot.rounds import generator_examples, plan_rounds
 from blindspot.training.group_runs import group_plan
 from blindspot.stages import StageModel, spec_json
 from blindspot.stages import audit as audit_stage
@@ -45,6 +46,7 @@ class Plan:
     stages: list[StageSpec]
     conditions: list[dict] = field(default_factory=list)  # {start_size, source, aug_size, seed, eval: StageSpec}
     audit: StageSpec | None = None
+    rounds: list[dict] = field(default_factory=list)  # repeated generations (blindspot.rounds.plan_rounds)
     groups: list[list[StageSpec]] = field(default_factory=list)  # augmentations trained together (group_runs)
 
 
@@ -100,6 +102,7 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                                      overlap_rule=cfg.overlap_rule)
     data_inputs: dict[str, StageSpec] = {"original": prepare}
     audit_inputs: dict[str, StageSpec] = {"prepare": prepare}
+    rounds: list[dict] = []
     if cfg.needs_synthetic():
         generator = _stage("generator", generator_stage.Spec(**model, generator=cfg.generator), model_inputs,
                            label="train generator")
@@ -112,6 +115,8 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
             data_inputs[name] = audit_inputs[name] = _stage(
                 "filter", filter_stage.Spec(filter=name, overlap_rule=cfg.overlap_rule), {"data": generate},
                 label=f"filter {name}")
+        rounds = plan_rounds(cfg, model, model_inputs, prepare, generator, generate)
+        data_inputs |= {r["source"]: r["generate"] for r in rounds[1:]}
 
     for source in cfg.augment.sources:  # "original+FILTER": the original pool through a filter
         if source.startswith("original+"):
@@ -120,7 +125,9 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                 "filter", filter_stage.Spec(filter=name, input="pool", overlap_rule=cfg.overlap_rule),
                 {"data": prepare}, label=f"filter pool {name}")
 
-    plan = Plan([prepare])
+    plan = Plan([prepare], rounds=rounds)
+    sources = cfg.augment.sources + [r["source"] for r in rounds[1:]]  # every later round augments as 'synthetic'
+    round_of = {r["source"]: r["round"] for r in rounds}
     training = cfg.classifier.training()  # the hashed part: group_augmentations is how, not what
     for seed in cfg.seeds:
         for n in cfg.start_sizes:
@@ -128,18 +135,23 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
                                                      sampling=d.start_sampling),
                            model_inputs, label=f"start n={n} seed={seed}")
             _add_condition(plan, start, n, "start", 0, seed, evaluation, prepare)
-            for source in cfg.augment.sources:
+            for source in sources:
                 for m in cfg.augment.sizes:
                     aug = _stage("augment", augment_stage.Spec(
                         **model, source=source, m=m, seed=seed, labels=list(MNLI_LABELS),
                         exclude_seen=cfg.augment.exclude_seen, classifier=training),
                         {"start": start, "data": data_inputs[source]},
                         label=f"augment n={n} +{m} {source} seed={seed}")
-                    _add_condition(plan, aug, n, source, m, seed, evaluation, prepare)
+                    _add_condition(plan, aug, n, source, m, seed, evaluation, prepare, round_of.get(source))
     if cfg.needs_synthetic():
         plan.audit = _stage("audit", audit_stage.Spec(seed=d.split_seed, overlap_rule=cfg.overlap_rule), audit_inputs,
                             label="audit data")
-    targets = [c["eval"] for c in plan.conditions] + ([plan.audit] if plan.audit else [])
+    # round by round (round 1: everything of the paper's grid, in its order), so that a run stopped
+    # early has whole rounds, every seed of them, and their audits
+    in_round = lambda t: [c["eval"] for c in plan.conditions if (c["round"] or 1) == t]  # noqa: E731
+    targets = in_round(1) + ([plan.audit] if plan.audit else [])
+    for t in range(2, cfg.generations.rounds + 1):
+        targets += in_round(t) + [r["audit"] for r in rounds if r["round"] == t]
     plan.stages = topological_order(targets)
     plan.groups = group_plan(plan.stages, cfg.classifier.group_augmentations)
     return plan
@@ -151,17 +163,18 @@ def _stage(kind: str, spec: StageModel, inputs: dict[str, StageSpec] | None = No
 
 
 def _add_condition(plan: Plan, classifier: StageSpec, n, source: str, m: int, seed: int,
-                   evaluation: evaluate_stage.Spec, prepare: StageSpec) -> None:
+                   evaluation: evaluate_stage.Spec, prepare: StageSpec, round_: int | None = None) -> None:
     ev = _stage("evaluate", evaluation, {"classifier": classifier, "prepare": prepare},
                 label=f"evaluate {classifier.label.split(' ', 1)[1]}")
-    plan.conditions.append({"start_size": n, "source": source, "aug_size": m, "seed": seed, "eval": ev})
+    plan.conditions.append({"start_size": n, "source": source, "aug_size": m, "seed": seed, "eval": ev,
+                            "round": round_})
 
 
 def _work(stage: StageSpec) -> str:
     """A short estimate of a stage's work, in examples."""
     s = stage.spec
     return {"start": lambda: f"train {s['n']} examples", "augment": lambda: f"train {s['m']} examples",
-            "generator": lambda: f"train {s['generator']['train_size'] or 'all pool'} examples",
+            "generator": lambda: f"train {generator_examples(s, None) or 'all pool'} examples",
             "generate": lambda: f"sample {_per_label_text(s['generation']['per_label'])} valid examples",
             "evaluate": lambda: "predict " + (f"{s['per_label']}/label (3-way sets), " if s['per_label'] else "all, ")
             + (f"{s['per_subcase']}/subcase (HANS)" if s['per_subcase'] else "all HANS"),
@@ -228,9 +241,8 @@ def stage_work(stage: StageSpec, store: Path) -> tuple[str, float | None]:
         n = pool if n == "all" else n
         return "train", None if n is None else n * s["classifier"]["optim"]["epochs"]
     if kind == "generator":
-        g = s["generator"]
-        n = pool if g["train_size"] is None or pool is None else min(g["train_size"], pool)
-        return "train", None if n is None else n * g["optim"]["epochs"]
+        n = generator_examples(s, pool)
+        return "train", None if n is None else n * s["generator"]["optim"]["epochs"]
     if kind == "base":
         return "train", None if pool is None else min(s["pretrain_examples"], pool) * s["epochs"]
     if kind == "generate":

@@ -71,11 +71,12 @@ def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path)
     """results/index.json, the results tables, audit.md, timings, and the report."""
     from blindspot.report import write_report
     from blindspot.results import ResultEntry, RunIndex, load_results, write_index, write_results
+    from blindspot.rounds import write_rounds
 
     pool = json.loads((plan.stages[0].path(store) / "sets.json").read_text())["pool"]["n"]
     done = [c for c in plan.conditions if c["eval"].done(store)]
     entries = [ResultEntry(start_size=pool if c["start_size"] == "all" else c["start_size"], source=c["source"],
-                           aug_size=c["aug_size"], seed=c["seed"],
+                           aug_size=c["aug_size"], seed=c["seed"], round=c["round"],
                            eval_dir=os.path.relpath(c["eval"].path(store), run_dir))
                for c in done]
     missing = [c["eval"].label.removeprefix("evaluate ") for c in plan.conditions if c not in done]
@@ -84,6 +85,7 @@ def write_outputs(cfg: ExperimentConfig, plan: Plan, run_dir: Path, store: Path)
     write_results(load_results(run_dir), run_dir)
     if plan.audit is not None and plan.audit.done(store):
         shutil.copyfile(plan.audit.path(store) / "audit.md", run_dir / "audit.md")
+    write_rounds(cfg, plan.rounds, plan.audit, run_dir, store)  # repeated generations (blindspot.rounds)
     timings = [{**(json.loads((s.path(store) / "timing.json").read_text()) if (s.path(store) / "timing.json").exists()
                   else {"label": s.label, "wall_s": None}), "dir": os.path.relpath(s.path(store), run_dir)}
                for s in plan.stages]

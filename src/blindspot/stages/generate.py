@@ -54,10 +54,20 @@ class Generation(StageModel):
 
 
 class Spec(StageModel):
+    OMIT_IF_NONE = ("round", "mode")
+
     generation: Generation
     sets: list[str] = Field(description="Evaluation sets (of the prepare stage) the synthetic pairs are checked against.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N (resolved where the stage runs).")
     dtype: str = Field("auto", description="auto, float32, bfloat16, float16 (resolved where the stage runs).")
+    round: int | None = Field(None, ge=2, description="Round of repeated generations (config `generations`) whose "
+                              "generator this samples; None = round 1, the paper's generator.")
+    mode: Literal["replace", "accumulate"] | None = Field(None, description="How that round's generator was "
+                                                          "trained (blindspot.rounds); None in round 1.")
+
+    def id_prefix(self) -> str:
+        """What the record ids start with: '' in round 1, else 'round2-replace-' (unique across rounds)."""
+        return f"round{self.round}-{self.mode}-" if self.round is not None else ""
 
 
 def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
@@ -67,5 +77,6 @@ def run(spec: Spec, inputs: Inputs, out: Path, runtime: Runtime) -> None:
     g = spec.generation.model_dump()
     eval_files = tuple(str(inputs["prepare"] / "eval" / f"{name}.jsonl") for name in spec.sets)
     gspec = GenerateSpec(generator=str(inputs["generator"]), n_per_label=g.pop("per_label"),
-                         eval_sets=eval_files, device=runtime.device, dtype=runtime.dtype, **g)
+                         eval_sets=eval_files, device=runtime.device, dtype=runtime.dtype,
+                         id_prefix=spec.id_prefix(), **g)
     generate(gspec, out, write_done=False)
