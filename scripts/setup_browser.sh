@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install Debian's chromium for the browser test (tests/test_report_browser.py), as root with
 # apt-get; about 15-25 s on a fresh machine. Anywhere else it says so and the test skips.
-#   bash scripts/setup_browser.sh        (.ci/run calls it before scripts/test.sh)
+#   bash scripts/setup_browser.sh        (scripts/test.sh calls it first)
 # Playwright itself comes with the test extra (scripts/setup.sh); it drives this chromium and never
 # downloads a browser of its own.
 set -euo pipefail

@@ -115,8 +115,11 @@ def test_smoke_grid_passes_the_engine_to_its_generate_stage(monkeypatch):
         pytest.skip(f"real data not found at {data} (set BLINDSPOT_DATA)")
     monkeypatch.setenv("BLINDSPOT_DATA", str(data))
     native, vllm = (build_plan(load_config(smoke, [f"generation.engine={e}"])) for e in ("native", "vllm"))
-    [stage] = [s for s in vllm.stages if s.stage == "generate"]
-    assert stage.spec["generation"]["engine"] == "vllm"
+    generates = [s for s in vllm.stages if s.stage == "generate"]  # one per round of repeated generations
+    assert generates and all(s.spec["generation"]["engine"] == "vllm" for s in generates)
     same = {s.dirname for s in native.stages} & {s.dirname for s in vllm.stages}
-    assert {s.stage for s in vllm.stages if s.dirname not in same} == {"generate", "filter", "audit", "augment",
-                                                                       "evaluate"}
+    differ = [s for s in vllm.stages if s.dirname not in same]
+    # later rounds' generators train on earlier rounds' samples, so they differ too; round 1's does not
+    assert {s.stage for s in differ} == {"generate", "generator", "filter", "audit", "augment", "evaluate"}
+    assert all(s.spec.get("round") is not None for s in differ if s.stage == "generator")
+    assert len(native.stages) == len(vllm.stages)

@@ -162,6 +162,27 @@ def test_another_spec_in_the_same_directory_is_refused(gen, tmp_path):
         generate(_spec(gen_dir, n_per_label=3, temperature=0.5), tmp_path / "out", generator=g)
 
 
+def test_a_resume_in_another_dtype_is_refused(gen, tmp_path):
+    """spec.json records the dtype that ran ("auto" resolved), so that records sampled in two dtypes are never
+    mixed (issue 11: a run killed in bf16, "auto" on a CPU with AMX, resumed in fp32 differed by a sampled token)."""
+    gen_dir, _, _ = gen
+    g32, g16 = (load_generator(gen_dir, device="cpu", dtype=d) for d in ("float32", "bfloat16"))
+    out = tmp_path / "out"
+    generate(_spec(gen_dir, n_per_label=2), out, generator=g32)
+    assert json.loads((out / "spec.json").read_text())["dtype"] == "float32"
+    (out / "DONE").unlink()
+    with pytest.raises(ConfigError, match=r"holds a run sampled in float32, this one would sample in bfloat16 "
+                                          r"\(records of two dtypes differ\): pass --dtype float32"):
+        generate(_spec(gen_dir, n_per_label=2), out, generator=g16)
+    with pytest.raises(ConfigError, match="dtype: the spec asks for bfloat16 but the generator passed in runs float32"):
+        generate(_spec(gen_dir, n_per_label=2, dtype="bfloat16"), tmp_path / "other", generator=g32)
+    # a run started before spec.json recorded the dtype ("auto") is resumed as before
+    spec_file = out / "spec.json"
+    spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "dtype": "auto"}))
+    generate(_spec(gen_dir, n_per_label=2), out, generator=g32)
+    assert (out / "DONE").exists()
+
+
 def test_cli_rejects_bad_options(gen, tmp_path, capsys):
     from blindspot.cli import main
 

