@@ -231,7 +231,7 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         if (run_dir / rel).exists():
             df = read(run_dir / rel)
             df = df.assign(**{c: v for c, v in OPTIONAL_COLUMNS.items() if c not in df.columns})
-            if "synthetic_fraction" not in df.columns:  # a table written before mixtures: read off the source
+            if "synthetic_fraction" not in df.columns and "source" in df.columns:  # before mixtures: from the source
                 df["synthetic_fraction"] = df["source"].map(synthetic_fraction).astype(float)
             missing = set(COLUMNS) - set(df.columns)
             if missing:
