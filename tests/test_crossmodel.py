@@ -73,6 +73,19 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path):
 
 # --- the plan -----------------------------------------------------------------------------------
 
+def test_every_round_s_stages_name_the_generator_model_in_their_labels(fixture_env):
+    from blindspot.grid import build_plan
+
+    plan = build_plan(parse_config(fixture_config(generator={"model": "tiny-llama-wide"},
+                                                  generations={"rounds": 3, "mode": ["replace", "accumulate"],
+                                                               "train_size": 6})))
+    synthetic = [s.label for s in plan.stages if s.stage in ("generator", "generate")]
+    assert len(synthetic) == 3 + 2 * (3 + 2)  # round 1 (+ its data for round 2); per mode, rounds 2 and 3
+    assert all(lbl.endswith("(tiny-llama-wide)") for lbl in synthetic)
+    same = build_plan(parse_config(fixture_config(generations={"rounds": 2, "train_size": 6})))
+    assert not any("(" in s.label for s in same.stages if s.stage in ("generator", "generate"))
+
+
 def test_the_generator_is_its_own_model_and_the_classifier_stages_are_unchanged(fixture_env):
     from blindspot.grid import build_plan
 

@@ -93,6 +93,7 @@ class Stage:
     spec: dict
     inputs: dict[str, str]
     done: bool
+    label: str = ""
     filters: list["Stage"] = field(default_factory=list)
 
     @property
@@ -128,7 +129,7 @@ def find_stages(run_dir: str | Path) -> tuple[list[Stage], list[Stage]]:
         meta = _read_json(d / "stage.json")
         if meta.get("stage") in ("generate", "filter", "generator"):
             by_name[d.name] = Stage(d, meta["stage"], meta.get("spec") or {}, meta.get("inputs") or {},
-                                    (d / "DONE").exists())
+                                    (d / "DONE").exists(), str(meta.get("label") or ""))
     generates = [s for s in by_name.values() if s.kind == "generate" and (s.path / "synthetic.jsonl").exists()]
     pool_filters = []
     for s in by_name.values():
@@ -273,9 +274,16 @@ def filter_section(stage: Stage) -> str:
 
 
 def _title(stage: Stage, rounds: bool) -> str:
+    """'Synthetic data, round 2 accumulate (training data for round 3): generator M, stage D'."""
     done = "" if stage.done else " (not finished)"
-    return (f"Synthetic data{f', round {stage.round}' if rounds else ''}: generator {_model_of(stage)}, "
-            f"stage {stage.path.name}{done}")
+    which = ""
+    if rounds:
+        mode = stage.spec.get("mode")
+        which = f", round {stage.round}" + (f" {mode}" if isinstance(mode, str) else "")
+        purpose = re.search(r" for round (\d+)", stage.label)
+        if purpose:
+            which += f" (training data for round {purpose.group(1)})"
+    return f"Synthetic data{which}: generator {_model_of(stage)}, stage {stage.path.name}{done}"
 
 
 def sample_blocks(run_dir: str | Path) -> list[tuple]:

@@ -77,6 +77,7 @@ def plan_rounds(cfg, gen: dict, gen_inputs: dict[str, StageSpec], record: dict, 
     size, n_syn = contribution_sizes(cfg)
     per_label_train = -(-n_syn // len(MNLI_LABELS))
     sets = sorted(cfg.data.eval)
+    by = f" ({gen['model']})" if gen["model"] != cfg.model else ""  # as round 1's label names another model
 
     def generate_spec(per_label: int | None, t: int, mode: str | None) -> generate_stage.Spec:
         generation = cfg.generation if per_label is None else cfg.generation.model_copy(update={"per_label": per_label})
@@ -85,7 +86,7 @@ def plan_rounds(cfg, gen: dict, gen_inputs: dict[str, StageSpec], record: dict, 
                                    round=t if later else None, mode=mode if later else None, models_record=record)
 
     first = _stage("generate", generate_spec(per_label_train, 1, None), {"generator": generator, "prepare": prepare},
-                   f"generate round 1 for round 2 {per_label_train}/label")
+                   f"generate round 1 for round 2 {per_label_train}/label{by}")
     for mode in g.modes():
         contributions = {1: first}
         for t in range(2, g.rounds + 1):
@@ -94,15 +95,15 @@ def plan_rounds(cfg, gen: dict, gen_inputs: dict[str, StageSpec], record: dict, 
                                         round=generator_stage.GenerationRound(round=t, mode=mode, train_size=size,
                                                                               real_fraction=g.real_fraction))
             trained = _stage("generator", spec, {**gen_inputs, **{f"synthetic-r{s}": contributions[s] for s in earlier}},
-                             f"train generator round {t} {mode}")
+                             f"train generator round {t} {mode}{by}")
             inputs = {"generator": trained, "prepare": prepare}
             name = source_name(t, mode)
-            own = _stage("generate", generate_spec(None, t, mode), inputs, f"generate round {t} {mode}")
+            own = _stage("generate", generate_spec(None, t, mode), inputs, f"generate round {t} {mode}{by}")
             audit = _stage("audit", audit_stage.Spec(seed=cfg.data.split_seed, overlap_rule=cfg.overlap_rule),
                            {"prepare": prepare, name: own}, f"audit round {t} {mode}")
             if t < g.rounds:
                 contributions[t] = _stage("generate", generate_spec(per_label_train, t, mode), inputs,
-                                          f"generate round {t} {mode} for round {t + 1} {per_label_train}/label")
+                                          f"generate round {t} {mode} for round {t + 1} {per_label_train}/label{by}")
             entries.append({"round": t, "mode": mode, "source": name, "generator": trained, "generate": own,
                             "audit": audit})
     return entries

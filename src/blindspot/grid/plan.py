@@ -106,14 +106,14 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     if cfg.needs_synthetic():
         gen = generator_choice(cfg)  # generator.model (another model's data) or the classifier's
         gen_inputs = _model_inputs(gen["model"], prepare)
+        by = f" ({gen['model']})" if gen["model"] != cfg.model else ""  # another model writes the data
         generator = _stage("generator", generator_stage.Spec(**gen, generator=cfg.generator.training(),
                                                              models_record=record),
-                           gen_inputs,
-                           label="train generator" + (f" ({gen['model']})" if gen["model"] != cfg.model else ""))
+                           gen_inputs, label="train generator" + by)
         generate = _stage("generate", generate_stage.Spec(generation=cfg.generation, sets=sorted(d.eval),
                                                           device=cfg.device, dtype=gen["dtype"], models_record=record),
                           {"generator": generator, "prepare": prepare},
-                          label=f"generate {_per_label_text(cfg.generation.per_label)}")
+                          label=f"generate {_per_label_text(cfg.generation.per_label)}{by}")
         data_inputs["synthetic"] = audit_inputs["synthetic"] = generate
         for name in cfg.filters():
             data_inputs[name] = audit_inputs[name] = _stage(
