@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from blindspot.errors import CheckpointError, ConfigError
-from blindspot.models.checkpoint_files import directory_kind
-from blindspot.storage import atomic_write_json, atomic_write_jsonl
+from blindspot.models.checkpoint_files import adapter_keys, directory_kind
+from blindspot.storage import atomic_write_json, atomic_write_jsonl, is_done
 from blindspot.training.resume import remove_checkpoints
 
 log = logging.getLogger(__name__)
@@ -101,3 +101,40 @@ def read_adapter_info(path: Path, info_name: str, required: tuple[str, ...], kin
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path / info_name}: corrupt ({e})") from None
     return info
+
+
+def open_adapter_dir(path: Path, kind: str, info_name: str, required: tuple[str, ...]) -> tuple[dict, Path]:
+    """(info, base path) of a saved classifier's or generator's directory (`kind`), checked before any
+    weights load: it is a directory, finished (DONE), has its info file and adapter files, holds an
+    adapter of its kind (a classifier's has a trained score head, else peft would silently keep a
+    random one; a generator's has none), and its base is found again by fingerprint. Otherwise one
+    CheckpointError naming the directory or file."""
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such {kind} directory")
+    if not is_done(path):
+        raise CheckpointError(f"{path}: incomplete {kind} (no DONE marker)")
+    info = read_adapter_info(path, info_name, required, kind)
+    missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+    has_head = any(".score." in k for k in adapter_keys(path))
+    if kind == "classifier" and not has_head:
+        raise CheckpointError(f"{path / ADAPTER_FILES[1]}: adapter file has no trained score head "
+                              "(a generator's adapter? expected a classifier's)")
+    if kind == "generator" and has_head:
+        raise CheckpointError(f"{path / ADAPTER_FILES[1]}: adapter has a classification head (a classifier's? "
+                              "expected a generator's)")
+    return info, verified_base(info["base"], path)
+
+
+def attach_adapter(base, path: Path, base_path: Path, trainable: bool):
+    """The saved LoRA adapter in `path` on `base` (a PeftModel); one CheckpointError if it does not fit."""
+    from peft import PeftModel
+
+    from blindspot.training.loop import peft_internal_deprecations_hidden
+
+    try:
+        with peft_internal_deprecations_hidden():
+            return PeftModel.from_pretrained(base, path, is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: adapter does not fit base {base_path} ({str(e).splitlines()[0]})") from None

@@ -24,11 +24,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
-from blindspot.errors import CheckpointError, ConfigError, DataError
+from blindspot.errors import ConfigError, DataError
 from blindspot.training.loop import (FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable,
-                                     peft_internal_deprecations_hidden, upcast_trainable)
-from blindspot.models.checkpoint_files import adapter_keys
-from blindspot.models.checkpoints import ADAPTER_FILES, base_identity, read_adapter_info, save_adapter_dir, verified_base
+                                     prepare_4bit_for_training, upcast_trainable)
+from blindspot.models.checkpoints import (attach_adapter, base_identity, open_adapter_dir, read_adapter_info,
+                                         save_adapter_dir)
 from blindspot.models.load import load_base_model, load_tokenizer
 from blindspot.models.resolve import detect_device, resolve_model
 from blindspot.mfu import training_mfu
@@ -189,42 +189,25 @@ def _format(template: str) -> str:
     return fmt
 
 
+_INFO_KEYS = ("spec", "labels", "template", "base", "lora")  # of classifier.json, that loading needs
+
+
 def _read_info(path: Path) -> dict:
     """classifier.json, checked for the keys load_classifier needs."""
-    return read_adapter_info(path, "classifier.json", ("spec", "labels", "template", "base", "lora"), "classifier")
+    return read_adapter_info(path, "classifier.json", _INFO_KEYS, "classifier")
 
 
 def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifier:
-    from peft import PeftModel
-
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such classifier directory")
-    if not is_done(path):
-        raise CheckpointError(f"{path}: incomplete classifier (no DONE marker)")
-    info = _read_info(path)
-    missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
-    if missing:
-        raise CheckpointError(f"{path}: missing {', '.join(missing)}")
-    if not any(".score." in k for k in adapter_keys(path)):  # else peft would silently keep a random head
-        raise CheckpointError(f"{path / ADAPTER_FILES[1]}: adapter file has no trained score head "
-                              "(a generator's adapter? expected a classifier's)")
-    base_path = verified_base(info["base"], path)
+    info, base_path = open_adapter_dir(path, "classifier", "classifier.json", _INFO_KEYS)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)
     base = load_base_model(base_path, "classification", len(info["labels"]), dev, dt, quantize,
                            pad_token_id=tokenizer.pad_token_id)
     if trainable and quantize == "4bit":  # continuing QLoRA training
-        from peft import prepare_model_for_kbit_training
-
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=info["lora"].get(
-            "gradient_checkpointing", True), gradient_checkpointing_kwargs={"use_reentrant": False})
+        base = prepare_4bit_for_training(base, info["lora"].get("gradient_checkpointing", True))
     base.config.id2label = dict(enumerate(info["labels"]))
     base.config.label2id = {lab: i for i, lab in enumerate(info["labels"])}
-    try:
-        with peft_internal_deprecations_hidden():
-            model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: adapter does not fit base {base_path} ({str(e).splitlines()[0]})") from None
+    model = attach_adapter(base, path, base_path, trainable)
     if trainable:
         upcast_trainable(model)
         log_trainable(model)

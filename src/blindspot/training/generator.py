@@ -36,10 +36,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
-from blindspot.errors import CheckpointError, ConfigError, DataError
-from blindspot.training.loop import LoraSpec, add_lora, peft_internal_deprecations_hidden
-from blindspot.models.checkpoint_files import adapter_keys
-from blindspot.models.checkpoints import ADAPTER_FILES, base_identity, read_adapter_info, save_adapter_dir, verified_base
+from blindspot.errors import ConfigError, DataError
+from blindspot.training.loop import LoraSpec, add_lora
+from blindspot.models.checkpoints import (attach_adapter, base_identity, open_adapter_dir, read_adapter_info,
+                                         save_adapter_dir)
 from blindspot.models.load import load_base_model, load_tokenizer
 from blindspot.models.resolve import detect_device, resolve_model
 from blindspot.generation.parsing import GenerationTemplate, check_template
@@ -212,9 +212,12 @@ def train_generator_into(spec: GeneratorSpec, train_examples: list[NLIExample], 
             "train_seconds": result.seconds, "train_examples_per_s": result.examples_per_s, "mfu": mfu}
 
 
+_INFO_KEYS = ("spec", "labels", "template", "base")  # of generator.json, that loading needs
+
+
 def _read_info(path: Path) -> dict:
     """generator.json, checked for the keys load_generator needs."""
-    return read_adapter_info(path, "generator.json", ("spec", "labels", "template", "base"), "generator")
+    return read_adapter_info(path, "generator.json", _INFO_KEYS, "generator")
 
 
 def load_generator(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
@@ -225,31 +228,14 @@ def load_generator(path: str | Path, device: str | torch.device = "auto", dtype:
     as the reference does (merging into NF4 weights would round the adapter away); `merge` is
     then ignored, and the log says so.
     """
-    from peft import PeftModel
-
     path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such generator directory")
-    if not is_done(path):
-        raise CheckpointError(f"{path}: incomplete generator (no DONE marker)")
-    info = _read_info(path)
-    missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
-    if missing:
-        raise CheckpointError(f"{path}: missing {', '.join(missing)}")
-    if any(".score." in k for k in adapter_keys(path)):
-        raise CheckpointError(f"{path / ADAPTER_FILES[1]}: adapter has a classification head (a classifier's? "
-                              "expected a generator's)")
-    base_path = verified_base(info["base"], path)
+    info, base_path = open_adapter_dir(path, "generator", "generator.json", _INFO_KEYS)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)
     quantize = info["spec"].get("quantize", "none")
     base = load_base_model(base_path, "causal-lm", device=dev, dtype=dt, quantize=quantize,
                            pad_token_id=tokenizer.pad_token_id)
-    try:
-        with peft_internal_deprecations_hidden():
-            model = PeftModel.from_pretrained(base, path, is_trainable=False)
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: adapter does not fit base {base_path} ({str(e).splitlines()[0]})") from None
+    model = attach_adapter(base, path, base_path, trainable=False)
     if quantize == "4bit":
         log.info("generator %s: sampling from the 4-bit NF4 base with the LoRA adapter unmerged (as the "
                  "reference)", path.name)

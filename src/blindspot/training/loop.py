@@ -53,7 +53,7 @@ def add_lora(model, lora: LoraSpec, task: Literal["classification", "causal-lm"]
              modules_to_save: Sequence[str] = ()):
     """Wrap `model` in a peft LoRA model; only adapters, the classifier head and `modules_to_save`
     (fully trained copies, e.g. embed_tokens and lm_head) are trainable."""
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, TaskType, get_peft_model
 
     from blindspot.errors import ConfigError
 
@@ -63,8 +63,7 @@ def add_lora(model, lora: LoraSpec, task: Literal["classification", "causal-lm"]
         raise ConfigError(f"modules_to_save: {unknown} name no module of {type(model).__name__} "
                           f"(e.g. embed_tokens, lm_head for Llama-style models)")
     if getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=lora.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_4bit_for_training(model, lora.gradient_checkpointing)
     classification = task == "classification"
     full = ([CLASSIFIER_HEAD] if classification else []) + [m for m in modules_to_save if m != CLASSIFIER_HEAD]
     # a model with tied input/output embeddings (e.g. SmolLM2) keeps one trained matrix, not two
@@ -77,6 +76,24 @@ def add_lora(model, lora: LoraSpec, task: Literal["classification", "causal-lm"]
         model = get_peft_model(model, config)
     upcast_trainable(model)
     log_trainable(model)
+    return model
+
+
+def prepare_4bit_for_training(model, gradient_checkpointing: bool):
+    """A 4-bit base made ready for QLoRA: peft's prepare_model_for_kbit_training (base frozen, its
+    non-4-bit weights in fp32), then activation checkpointing (non-reentrant) when asked for.
+
+    The checkpointing is switched on here rather than by peft: peft (0.21) calls transformers'
+    `gradient_checkpointing_enable`, which transformers >= 5.23 deprecates (a FutureWarning per
+    model) in favour of `activation_checkpointing_enable`; older releases have only the former."""
+    from peft import prepare_model_for_kbit_training
+
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
