@@ -8,7 +8,7 @@ In one process, on the same model (fresh classification head; speed does not dep
 weights) and the same examples, it times
 - reference: HF `Trainer.predict` with `DataCollatorWithPadding`, batch 32, the examples in
   their given order, the full prompt text tokenised per example (as the paper's code does), and
-- blindspot: `blindspot.evaluate.predict_proba` (tokenised once, length-sorted batches, shared
+- blindspot: `blindspot.predict.predict_proba` (tokenised once, length-sorted batches, shared
   prompt prefix run once and its key/value cache reused by every batch, inference_mode),
 and prints examples/s (wall clock and process CPU time; CPU time is the fairer number on a
 shared machine), the speed-up ratio, and how well the two sets of probabilities agree.

@@ -243,7 +243,7 @@ def test_evaluate_refuses_unknown_labels_before_compute(tmp_path):
 
 
 def test_length_batches_caps_examples_and_padded_tokens():
-    from blindspot.evaluate import length_batches
+    from blindspot.predict import length_batches
 
     lengths = [10, 50, 12, 11, 9, 10, 48, 10]
     batches = length_batches(lengths, batch_size=3, max_tokens=60)

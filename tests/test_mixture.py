@@ -259,7 +259,8 @@ def test_results_have_the_synthetic_fraction_and_the_report_a_mixture_figure(tmp
     import pandas as pd
 
     from blindspot.mixture_report import build_mixture_figure, mixture_axis, mixture_table
-    from blindspot.report import table_lines, write_report
+    from blindspot.report import write_report
+    from blindspot.report_figures import table_lines
     from blindspot.results import aggregate_seeds, load_index, load_results
 
     run_dir = _mixture_run(tmp_path / "run")

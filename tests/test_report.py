@@ -12,8 +12,9 @@ import pytest
 
 from blindspot.cli import main as cli_main
 from blindspot.errors import BlindspotError
-from blindspot.report import (BLINDSPOT_SLICE, RELIANCE_SLICE, SOURCE_NAMES, build_heuristic_figure, build_main_figure, heuristic_slices,
-                              pick_eval_sets, write_report)
+from blindspot.report import write_report
+from blindspot.report_figures import (BLINDSPOT_SLICE, RELIANCE_SLICE, SOURCE_NAMES, build_heuristic_figure,
+                                      build_main_figure, heuristic_slices, pick_eval_sets)
 from blindspot.results import load_results, paired_tests
 from test_results import AUGS, HANS_LABELS, HEURISTICS, SEEDS, SOURCES, STARTS, make_run_dir
 

@@ -295,7 +295,7 @@ class RunDisplay:
 
 def headline(eval_dir: Path) -> str:
     """'mnli-matched 36.7% · hans 50.0% (lexical-overlap non-entailment 20.0%)' from metrics.json."""
-    from blindspot.report import BLINDSPOT_SLICE
+    from blindspot.report_figures import BLINDSPOT_SLICE
 
     try:
         sets = json.loads((eval_dir / "metrics.json").read_text())["sets"]

@@ -201,12 +201,15 @@ def _work(stage: StageSpec) -> str:
 def print_plan(plan: Plan, store: Path) -> int:
     """Print every stage with its status; returns how many are left to run."""
     todo = 0
-    print(f"{'stage':<44} {'status':<8} {'work':<44} directory")
-    for st in plan.stages:
+    works = [_work(st) for st in plan.stages]
+    wide = max([len("stage")] + [len(st.label) for st in plan.stages])  # columns as wide as their longest entry
+    wide_work = max([len("work")] + [len(w) for w in works])
+    print(f"{'stage':<{wide}} {'status':<8} {'work':<{wide_work}} directory")
+    for st, work in zip(plan.stages, works):
         done = st.done(store)
         todo += not done
         status = "cached" if done else ("partial" if (st.path(store) / "stage.json").exists() else "to run")
-        print(f"{st.label:<44} {status:<8} {_work(st):<44} {st.dirname}")
+        print(f"{st.label:<{wide}} {status:<8} {work:<{wide_work}} {st.dirname}")
     print(f"\n{len(plan.stages)} stages: {len(plan.stages) - todo} cached, {todo} to run")
     print(parallelism_text(plan.stages))
     return todo

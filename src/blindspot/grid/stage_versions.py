@@ -52,8 +52,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "generate": (*_DATA, *_MODEL, "training/generator.py", "generation/sample.py", "generation/decode.py",
                  "generation/engines.py", "generation/parsing.py", "generation/vllm_engine.py", "stages/generate.py"),
     "filter": (*_DATA, "heuristics.py", "filters.py", "stages/filter.py"),
-    "evaluate": (*_DATA, *_MODEL, "training/classifier.py", "evaluate.py", "heuristics.py", "stats.py",
-                 "stages/evaluate.py"),
+    "evaluate": (*_DATA, *_MODEL, "training/classifier.py", "evaluate.py", "predict.py", "heuristics.py",
+                 "reliance.py", "stats.py", "stages/evaluate.py"),
     "audit": (*_DATA, "heuristics.py", "audit.py", "stages/audit.py"),
 }
 

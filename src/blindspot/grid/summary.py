@@ -44,7 +44,7 @@ def key_pair(sources: list[str]) -> tuple[str, str] | None:
 
 def _paired_line(df: pd.DataFrame, run_dir: Path, challenge: str, aug: int) -> str | None:
     """'<a> vs <b> on the blindspot at +m: start 0: -10.0 pts [-30.1, 12.4], p=0.62 · ...'."""
-    from blindspot.report import BLINDSPOT_SLICE
+    from blindspot.report_figures import BLINDSPOT_SLICE
 
     pair = key_pair(sorted(set(df["source"]) - {START}))
     if pair is None:
@@ -66,7 +66,7 @@ def _paired_line(df: pd.DataFrame, run_dir: Path, challenge: str, aug: int) -> s
 
 def run_summary(run_dir: str | Path, log_name: str = "run.log") -> list[str]:
     """The closing lines of a run, from its results files."""
-    from blindspot.report import BLINDSPOT_SLICE, SOURCE_ORDER, pick_eval_sets
+    from blindspot.report_figures import BLINDSPOT_SLICE, SOURCE_ORDER, pick_eval_sets
 
     run_dir = Path(run_dir)
     try:
