@@ -132,6 +132,7 @@ def test_k_rounds_make_k_generators_each_on_the_right_data(tmp_path):
         own = st[f"generate round 3 {mode}"]
         assert (own.spec["round"], own.spec["mode"], own.inputs["generator"].dirname) == (3, mode, r3.dirname)
         assert set(st[f"audit round 3 {mode}"].inputs) == {"prepare", f"synthetic-r3-{mode}"}
+    assert all(r["next_audit"] is None for r in plan.rounds)  # each round's data for the next is its own set
     assert "synthetic-r1" not in st["train generator round 3 replace"].inputs  # replace: the last round only
     assert st["train generator round 3 accumulate"].inputs["synthetic-r1"].dirname == contrib1.dirname
     rounds = {(c["source"], c["round"]) for c in plan.conditions if c["round"]}
@@ -153,12 +154,60 @@ def test_raising_k_runs_only_the_new_rounds(tmp_path, capsys):
     assert f"{len(big.stages)} stages: {len(small.stages)} cached, {todo} to run" in capsys.readouterr().out
     new = [s for s in big.stages if not s.done(store)]
     assert {s.dirname for s in small.stages} <= {s.dirname for s in big.stages}
-    per_mode = 2 * 4  # rounds 4 and 5: generator, own data, audit, data for the next round (round 3's for 4)
+    per_mode = 2 * 5  # rounds 4 and 5: generator, own data, audit; data for the next round and its audit
+    # (round 3's for round 4 and round 4's for round 5)
     conditions = 2 * 2 * 2  # 2 starts x 2 new sources per mode x 2 modes, 1 size, 1 seed
     assert len(new) == 2 * per_mode + 2 * conditions
     for s in new:
         assert any(f"round {t}" in s.label or f"-r{t}-" in s.label for t in (4, 5)), s.label
 
+
+
+def test_each_rounds_data_for_the_next_round_is_audited_and_reported(tmp_path):
+    """With train_size 60 (20 per label) and per_label 10, each round writes a larger set for the next
+    round's generator than its own: that set gets an audit stage of its own, in rounds.json and in the
+    report's audit table after the round's own set."""
+    from blindspot.rounds import write_rounds
+    from blindspot.rounds_report import audit_table
+
+    cfg = parse_config(raw_config(tmp_path, {"rounds": 3, "mode": ["replace", "accumulate"], "train_size": 60}))
+    plan = build_plan(cfg)
+    st, dirs = by_label(plan), {s.dirname for s in plan.stages}
+    r1 = plan.rounds[0]
+    assert r1["next"].dirname == st["generate round 1 for round 2 20/label"].dirname != r1["generate"].dirname
+    assert r1["next_audit"].label == "audit round 1 for round 2"
+    assert r1["next_audit"].inputs["synthetic-for-r2"].dirname == r1["next"].dirname
+    for mode in ("replace", "accumulate"):
+        r2, r3 = [r for r in plan.rounds if r["mode"] == mode]
+        data = st[f"generate round 2 {mode} for round 3 20/label"]
+        assert r2["next_audit"].inputs[f"synthetic-r2-{mode}-for-r3"].dirname == data.dirname
+        assert st[f"train generator round 3 {mode}"].inputs["synthetic-r2"].dirname == data.dirname
+        assert r3["next"] is None and r3["next_audit"] is None  # the last round writes for no one
+    assert {r["next_audit"].dirname for r in plan.rounds if r["next_audit"]} <= dirs
+    store, run_dir = tmp_path / "store", tmp_path / "run"
+    for s in plan.stages:
+        d = s.path(store)
+        d.mkdir(parents=True)
+        if s.stage == "generate":
+            atomic_write_json(d / "report.json", {"attempts": 90, "valid": 60, "parse_failure_rate": 0.2,
+                                                  "rejected": {}, "labels": list(MNLI_LABELS)})
+        elif s.stage == "generator":
+            atomic_write_json(d / "generator.json", {"train": {"examples": 60}})
+        elif s.stage == "audit":
+            n = 20 if any(name.endswith("-for-r2") or name.endswith("-for-r3") for name in s.inputs) else 10
+            atomic_write_json(d / "audit.json", {"overlap_rule": "words", "sets": {
+                name: _audit(n, {"entailment": 2, "neutral": 1, "contradiction": 0}) for name in s.inputs
+                if name != "prepare"} | {"mnli-pool": _audit(100, {"entailment": 10, "neutral": 2, "contradiction": 1})}})
+        mark_done(d)
+    info = json.loads(write_rounds(cfg, plan.rounds, plan.audit, run_dir, store).read_text())
+    nxt = [s["next_round_data"] for s in info["sets"]]
+    assert [None if x is None else x["for_round"] for x in nxt] == [2, 3, None, 3, None]
+    assert nxt[0]["audit"]["n"] == 60 and nxt[0]["generation"]["attempts"] == 90
+    audit = audit_table(info)
+    assert list(audit["data"]) == ["MNLI pool (real)", "round 1", "round 1, for round 2", "round 2 (replace)",
+                                   "round 2 (replace), for round 3", "round 3 (replace)", "round 2 (accumulate)",
+                                   "round 2 (accumulate), for round 3", "round 3 (accumulate)"]
+    assert list(audit["pairs"])[1:3] == ["30", "60"]
 
 # ---- what a later round's generator trains on --------------------------------------------------
 

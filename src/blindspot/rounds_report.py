@@ -6,7 +6,8 @@ number: the general set's accuracy, the paper's blindspot number and the relianc
 (blindspot.reliance), each the mean over seeds with the results table's interval
 (stats.seed_interval), one line per mode, x = the round whose synthetic data was added; the
 starting point (dashed) and the same amount of original data (dotted) are drawn as references.
-The audit table has a row per round's synthetic data, with the real pool first.
+The audit table has a row per round's synthetic data (and, where it is a set of its own, per
+round's data for the next round's generator), with the real pool first.
 """
 
 from __future__ import annotations
@@ -126,15 +127,24 @@ def audit_table(info: dict) -> pd.DataFrame:
     """The audit of each round's synthetic data (and the real pool first), one row per set."""
     rows = []
     pool = next((s["pool_audit"] for s in info["sets"] if s["pool_audit"]), None)
+    sets = []
+    for s in info["sets"]:  # each round's own set, then its data for the next round (a larger sample)
+        sets.append(s)
+        nxt = s.get("next_round_data")
+        if nxt is not None:
+            sets.append({"round": s["round"], "mode": s["mode"], "for_round": nxt["for_round"], "audit": nxt["audit"],
+                         "generation": nxt["generation"], "generator_train": s["generator_train"]})
     for s in ([{"round": 0, "mode": None, "audit": pool, "generation": None, "generator_train": None}] if pool else []) \
-            + info["sets"]:
+            + sets:
         a = s["audit"]
         if a is None:
             continue
         gen, trained = s["generation"], s["generator_train"]
         labels = a["labels"]
         feats = a["features"][FEATURE]
-        row = {"data": "MNLI pool (real)" if s["round"] == 0 else f"round {s['round']}" + (f" ({s['mode']})" if s["mode"] else ""),
+        name = f"round {s['round']}" + (f" ({s['mode']})" if s["mode"] else "") + \
+            (f", for round {s['for_round']}" if s.get("for_round") else "")
+        row = {"data": "MNLI pool (real)" if s["round"] == 0 else name,
                "generator trained on": "" if trained is None else f"{trained['examples']:,}",
                "pairs": f"{a['n']:,}", "labels (" + " / ".join(lab[:3] for lab in labels) + ")":
                " / ".join(str(a["label_counts"][lab]) for lab in labels),
@@ -182,6 +192,8 @@ def rounds_blocks(run_dir: Path, agg: pd.DataFrame, lines: list[tuple[str, str, 
                          "Wilson 95 % interval; the entailment share among the pairs that have it; parse failures: "
                          "samples that did not parse into a pair, of all samples drawn (duplicates and leaks not "
                          "counted as failures); distinct-n of hypotheses over all pairs; mean lengths in words. "
-                         "`generator trained on`: the examples of the generator that wrote the set."),
+                         "`generator trained on`: the examples of the generator that wrote the set. A row "
+                         "`round t, for round t+1` is the larger set round t writes for the next round's "
+                         "generator to learn from (a superset of the round's own set: the same batch seeds)."),
                    ("table", audit)]
     return blocks

@@ -157,9 +157,10 @@ def build_plan(cfg: ExperimentConfig) -> Plan:
     # round by round (round 1: everything of the paper's grid, in its order), so that a run stopped
     # early has whole rounds, every seed of them, and their audits
     in_round = lambda t: [c["eval"] for c in plan.conditions if (c["round"] or 1) == t]  # noqa: E731
-    targets = in_round(1) + ([plan.audit] if plan.audit else [])
+    audits = lambda t: [a for r in rounds if r["round"] == t for a in (r["audit"], r["next_audit"]) if a]  # noqa: E731
+    targets = in_round(1) + ([plan.audit] if plan.audit else []) + audits(1)
     for t in range(2, cfg.generations.rounds + 1):
-        targets += in_round(t) + [r["audit"] for r in rounds if r["round"] == t]
+        targets += in_round(t) + audits(t)
     plan.stages = topological_order(targets)
     plan.groups = group_plan(plan.stages, cfg.classifier.group_augmentations)
     return plan

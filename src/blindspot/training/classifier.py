@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import ConfigError, DataError
-from blindspot.training.loop import (FitResult, LoraSpec, OptimSpec, add_lora, fit, log_trainable,
+from blindspot.training.loop import (FitResult, LoraSpec, RunSettings, OptimSpec, add_lora, fit, log_trainable,
                                      prepare_4bit_for_training, upcast_trainable)
 from blindspot.models.checkpoints import (attach_adapter, base_identity, open_adapter_dir, read_adapter_info,
                                          save_adapter_dir)
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SORT_CHUNK_BATCHES = 50  # batches are length-sorted within chunks of this many (less padding)
 
 
-class ClassifierSpec(BaseModel):
+class ClassifierSpec(RunSettings):
     """Everything that determines a trained classifier, apart from its training examples."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -57,11 +57,6 @@ class ClassifierSpec(BaseModel):
     optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimisation hyperparameters.")
     max_length: int = Field(512, ge=8, description="Longest input in tokens (premise truncated from the left).")
     seed: int = Field(0, description="Seed of the head initialisation, LoRA init, dropout and batch order.")
-    device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
-    dtype: str = Field("auto", description="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), float32, "
-                       "bfloat16, float16.")
-    quantize: str = Field("none", pattern="^(none|4bit)$", description="none, or 4bit (NF4 base via bitsandbytes: "
-                          "CUDA, or its CPU backend).")
 
 
 @dataclass

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from blindspot.data.example import MNLI_LABELS, NLIExample
 from blindspot.errors import ConfigError, DataError
-from blindspot.training.loop import LoraSpec, add_lora
+from blindspot.training.loop import LoraSpec, RunSettings, add_lora
 from blindspot.models.checkpoints import (attach_adapter, base_identity, open_adapter_dir, read_adapter_info,
                                          save_adapter_dir)
 from blindspot.models.load import load_base_model, load_tokenizer
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 
 
-class GeneratorSpec(BaseModel):
+class GeneratorSpec(RunSettings):
     """Everything that determines a trained generator, apart from its training examples."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -74,11 +74,6 @@ class GeneratorSpec(BaseModel):
                              description="Optimisation (paper: 1 epoch, lr 2e-5, batch 6, cosine, warmup 0.3).")
     max_length: int = Field(256, ge=16, description="Longest training text in tokens (longer ones are dropped).")
     seed: int = Field(0, description="Seed of the LoRA init, dropout and batch order.")
-    device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
-    dtype: str = Field("auto", description="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), float32, "
-                       "bfloat16, float16.")
-    quantize: str = Field("none", pattern="^(none|4bit)$", description="none, or 4bit (NF4 base via bitsandbytes: "
-                          "CUDA, or its CPU backend).")
 
     def template(self) -> GenerationTemplate:
         """The text layout, checked."""

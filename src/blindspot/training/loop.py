@@ -35,6 +35,19 @@ PAPER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 CLASSIFIER_HEAD = "score"  # the name of the head in *ForSequenceClassification models
 
 
+class RunSettings(BaseModel):
+    """Where and in what precision a training runs: the fields the classifier's and the generator's
+    specs share (blindspot.training.classifier.ClassifierSpec, .generator.GeneratorSpec)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), float32, "
+                       "bfloat16, float16.")
+    quantize: str = Field("none", pattern="^(none|4bit)$", description="none, or 4bit (NF4 base via bitsandbytes: "
+                          "CUDA, or its CPU backend).")
+
+
 class LoraSpec(BaseModel):
     """LoRA settings (defaults: Zhang & Pavlick 2025, appendix)."""
 
