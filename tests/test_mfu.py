@@ -10,6 +10,10 @@ import torch
 
 from blindspot import mfu
 
+# these tests wrap models with peft directly; peft 0.21 reads transformers' deprecated
+# `is_gradient_checkpointing` while it does (blindspot's own calls hide it: training.loop)
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
 
 def tiny_llama(tie: bool = False):
     from transformers import LlamaConfig, LlamaForCausalLM
