@@ -42,10 +42,10 @@ def _write(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")  # ASCII: "\ud800" stays
 
 
-def _stage(store: Path, name: str, kind: str, spec: dict, inputs: dict, done: bool = True, label: str = "") -> Path:
+def _stage(store: Path, name: str, kind: str, spec: dict, inputs: dict, done: bool = True) -> Path:
     d = store / name
     d.mkdir(parents=True, exist_ok=True)
-    (d / "stage.json").write_text(json.dumps({"stage": kind, "spec": spec, "inputs": inputs, "label": label}))
+    (d / "stage.json").write_text(json.dumps({"stage": kind, "spec": spec, "inputs": inputs}))
     if done:
         (d / "DONE").write_text("")
     return d
@@ -73,10 +73,12 @@ def add_synthetic_stages(run_dir: Path, rounds: int = 2, n_per_label: int = 30) 
     reasons = ["no_marker", "too_long", "bad_characters", "duplicate", "extra_text"]
     for r in range(1, rounds + 1):
         rnd = {} if r == 1 else {"round": r, "mode": "replace"}
-        _stage(store, f"generator-{r:012d}", "generator", {"model": "tiny-llama", **rnd}, {})
+        # a later round's generator names the set it trains on (the previous round's) as an input
+        trained = {} if r == 1 else {"round": {"round": r, "mode": "replace", "train_size": 90, "real_fraction": 0.0}}
+        _stage(store, f"generator-{r:012d}", "generator", {"model": "tiny-llama", **trained},
+               {} if r == 1 else {"synthetic-r{}".format(r - 1): f"generate-{r - 1:012d}"})
         gen = _stage(store, f"generate-{r:012d}", "generate", {"generation": {"per_label": n_per_label}, **rnd},
-                     {"generator": f"generator-{r:012d}", "prepare": "prepare-0"},
-                     label="generate 10/label" if r == 1 else f"generate round {r} replace")
+                     {"generator": f"generator-{r:012d}", "prepare": "prepare-0"})
         _write(gen / "synthetic.jsonl", _pairs(r, n_per_label))
         rejects = [{"label": MNLI_LABELS[i % 3], "batch": i // 8, "row": i % 8, "seed": 7, "reason": reasons[i % 5],
                     "text": HOSTILE[i % len(HOSTILE)]} for i in range(60)]
@@ -196,7 +198,8 @@ def test_sections_collapsed_and_complete(browse_run: Path) -> None:
     details = [a for t, a, _ in parser.tags if t == "details"]
     assert len(details) == 2 * 3 + 1 and not any("open" in a for a in details)  # per round: 3; the pool: 1
     text = "".join(parser.text_in_samples)
-    assert "Synthetic data, round 1: generator tiny-llama, stage generate-000000000001" in text
+    assert "Synthetic data, round 1 (training data for round 2): generator tiny-llama, stage generate-000000000001" \
+        in text
     assert "round 2 replace: generator tiny-llama, stage generate-000000000002 (not finished)" in text
     n_label = 30 + len(PAIR_HOSTILE)
     assert text.count(f"{PER_LABEL} of {n_label}") == 2 * len(MNLI_LABELS)
@@ -210,17 +213,17 @@ def test_a_section_title_names_the_round_its_mode_and_what_the_data_is_for(tmp_p
     from blindspot.report_samples import Stage, _title
 
     _stage(tmp_path, "generator-a", "generator", {"model": "tiny-llama-wide"}, {})
-    def title(spec: dict, label: str, rounds: bool = True) -> str:
-        return _title(Stage(tmp_path / "generate-b", "generate", spec, {"generator": "generator-a"}, True, label), rounds)
+    def title(spec: dict, trains: list[int], rounds: bool = True) -> str:
+        stage = Stage(tmp_path / "generate-b", "generate", spec, {"generator": "generator-a"}, True, trains=trains)
+        return _title(stage, rounds)
 
-    assert title({}, "generate 80/label", rounds=False) == "Synthetic data: generator tiny-llama-wide, stage generate-b"
-    assert title({}, "generate 80/label").startswith("Synthetic data, round 1: generator tiny-llama-wide")
-    assert title({"round": 2, "mode": "accumulate"}, "generate round 2 accumulate").startswith(
-        "Synthetic data, round 2 accumulate: generator")
-    assert title({"round": 2, "mode": "replace"}, "generate round 2 replace for round 3 334/label").startswith(
+    assert title({}, [], rounds=False) == "Synthetic data: generator tiny-llama-wide, stage generate-b"
+    assert title({}, []).startswith("Synthetic data, round 1: generator tiny-llama-wide")
+    assert title({"round": 2, "mode": "accumulate"}, []).startswith("Synthetic data, round 2 accumulate: generator")
+    assert title({"round": 2, "mode": "replace"}, [3]).startswith(
         "Synthetic data, round 2 replace (training data for round 3): generator tiny-llama-wide")
-    assert title({}, "generate round 1 for round 2 334/label").startswith(
-        "Synthetic data, round 1 (training data for round 2): ")
+    # round 1's data for round 2 trains round 2 (both modes) and, in accumulate, round 3
+    assert title({}, [2, 3]).startswith("Synthetic data, round 1 (training data for rounds 2 and 3): ")
 
 
 def test_filter_rows_show_the_feature_that_decided(browse_run: Path) -> None:

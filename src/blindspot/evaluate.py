@@ -53,6 +53,8 @@ _SET_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _TWO_WAY = frozenset(HANS_LABELS)
 
 
+# --- label spaces and scoring ---------------------------------------------------------------
+
 def set_kind(nli_set: NLISet) -> SetKind:
     """mnli | hans | nli, from the loader's recorded format, else from labels and fields."""
     meta = nli_set.meta if isinstance(nli_set.meta, dict) else {}

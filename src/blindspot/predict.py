@@ -119,6 +119,3 @@ def predict_proba(model, tokenizer, template: str, examples: Sequence[NLIExample
         tokenizer, template, [(e.premise, e.hypothesis) for e in examples], max_length=max_length)
     return predict_encoded(model, prefix_ids, suffixes, batch_size=batch_size, max_tokens=max_tokens, desc=desc,
                            flops=flops)
-
-
-# --- label spaces and scoring ---------------------------------------------------------------

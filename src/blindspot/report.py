@@ -21,20 +21,24 @@ import logging
 import re
 from pathlib import Path
 
-import pandas as pd
+import matplotlib
 
-from blindspot.costs import cost_table
-from blindspot.crossmodel import generator_column, models_line
-from blindspot.errors import BlindspotError
-from blindspot.findings import findings_blocks
-from blindspot.mixture_report import mixture_blocks
-from blindspot.rounds_report import rounds_blocks
-from blindspot.results import (AGGREGATED_CSV, RESULTS_CSV, RESULTS_PARQUET, aggregate_seeds,
+matplotlib.use("Agg")  # before anything imports pyplot (rounds_report does): the report draws headless
+import pandas as pd  # noqa: E402
+
+from blindspot.costs import cost_table  # noqa: E402
+from blindspot.crossmodel import generator_column, models_line  # noqa: E402
+from blindspot.errors import BlindspotError  # noqa: E402
+from blindspot.findings import findings_blocks  # noqa: E402
+from blindspot.mixture_report import mixture_blocks  # noqa: E402
+from blindspot.rounds_report import rounds_blocks  # noqa: E402
+from blindspot.results import (AGGREGATED_CSV, RESULTS_CSV, RESULTS_PARQUET, aggregate_seeds,  # noqa: E402
                                comparison_pairs, load_index, load_results, paired_tests)
-from blindspot.report_figures import (BLINDSPOT_SLICE, RELIANCE_SLICE, build_heuristic_figure, build_main_figure,
-                                      display_order, heuristic_slices, pick_eval_sets, save_png, table_lines)
-from blindspot.report_samples import STYLE as SAMPLES_STYLE, sample_blocks
-from blindspot.storage import DONE, atomic_write_text, mark_done
+from blindspot.report_figures import (BLINDSPOT_SLICE, RELIANCE_SLICE, build_heuristic_figure,  # noqa: E402
+                                      build_main_figure, display_order, heuristic_slices, pick_eval_sets,
+                                      save_png, table_lines)
+from blindspot.report_samples import STYLE as SAMPLES_STYLE, sample_blocks  # noqa: E402
+from blindspot.storage import DONE, atomic_write_text, mark_done  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -93,8 +93,8 @@ class Stage:
     spec: dict
     inputs: dict[str, str]
     done: bool
-    label: str = ""
     filters: list["Stage"] = field(default_factory=list)
+    trains: list[int] = field(default_factory=list)  # rounds whose generators learn from this set
 
     @property
     def round(self) -> int:
@@ -129,7 +129,7 @@ def find_stages(run_dir: str | Path) -> tuple[list[Stage], list[Stage]]:
         meta = _read_json(d / "stage.json")
         if meta.get("stage") in ("generate", "filter", "generator"):
             by_name[d.name] = Stage(d, meta["stage"], meta.get("spec") or {}, meta.get("inputs") or {},
-                                    (d / "DONE").exists(), str(meta.get("label") or ""))
+                                    (d / "DONE").exists())
     generates = [s for s in by_name.values() if s.kind == "generate" and (s.path / "synthetic.jsonl").exists()]
     pool_filters = []
     for s in by_name.values():
@@ -137,8 +137,15 @@ def find_stages(run_dir: str | Path) -> tuple[list[Stage], list[Stage]]:
             continue
         parent = by_name.get(s.inputs.get("data", ""))
         (parent.filters if parent is not None and parent.kind == "generate" else pool_filters).append(s)
+    for s in by_name.values():  # a later round's generator names the sets it trains on as synthetic-rT inputs
+        r = s.spec.get("round")
+        if s.kind == "generator" and isinstance(r, dict):
+            for key, name in s.inputs.items():
+                if key.startswith("synthetic-r") and name in by_name and r.get("round") not in by_name[name].trains:
+                    by_name[name].trains.append(r.get("round"))
     for s in generates:
         s.filters.sort(key=lambda f: f.spec.get("filter", ""))
+        s.trains.sort()
     generates.sort(key=lambda s: (s.round, s.path.name))
     return generates, sorted(pool_filters, key=lambda f: f.spec.get("filter", ""))
 
@@ -280,9 +287,9 @@ def _title(stage: Stage, rounds: bool) -> str:
     if rounds:
         mode = stage.spec.get("mode")
         which = f", round {stage.round}" + (f" {mode}" if isinstance(mode, str) else "")
-        purpose = re.search(r" for round (\d+)", stage.label)
-        if purpose:
-            which += f" (training data for round {purpose.group(1)})"
+        if stage.trains:
+            rounds_ = " and ".join(map(str, stage.trains))
+            which += f" (training data for round{'s' if len(stage.trains) > 1 else ''} {rounds_})"
     return f"Synthetic data{which}: generator {_model_of(stage)}, stage {stage.path.name}{done}"
 
 

@@ -129,39 +129,6 @@ def plan_rounds(cfg, gen: dict, gen_inputs: dict[str, StageSpec], record: dict, 
                 with_next(entry, contributions[t])
             entries.append(entry)
     return entries
-    size, n_syn = contribution_sizes(cfg)
-    per_label_train = -(-n_syn // len(MNLI_LABELS))
-    sets = sorted(cfg.data.eval)
-    by = f" ({gen['model']})" if gen["model"] != cfg.model else ""  # as round 1's label names another model
-
-    def generate_spec(per_label: int | None, t: int, mode: str | None) -> generate_stage.Spec:
-        generation = cfg.generation if per_label is None else cfg.generation.model_copy(update={"per_label": per_label})
-        later = t > 1
-        return generate_stage.Spec(generation=generation, sets=sets, device=cfg.device, dtype=gen["dtype"],
-                                   round=t if later else None, mode=mode if later else None, models_record=record)
-
-    first = _stage("generate", generate_spec(per_label_train, 1, None), {"generator": generator, "prepare": prepare},
-                   f"generate round 1 for round 2 {per_label_train}/label{by}")
-    for mode in g.modes():
-        contributions = {1: first}
-        for t in range(2, g.rounds + 1):
-            earlier = range(1, t) if mode == "accumulate" else [t - 1]
-            spec = generator_stage.Spec(**gen, generator=cfg.generator.training(), models_record=record,
-                                        round=generator_stage.GenerationRound(round=t, mode=mode, train_size=size,
-                                                                              real_fraction=g.real_fraction))
-            trained = _stage("generator", spec, {**gen_inputs, **{f"synthetic-r{s}": contributions[s] for s in earlier}},
-                             f"train generator round {t} {mode}{by}")
-            inputs = {"generator": trained, "prepare": prepare}
-            name = source_name(t, mode)
-            own = _stage("generate", generate_spec(None, t, mode), inputs, f"generate round {t} {mode}{by}")
-            audit = _stage("audit", audit_stage.Spec(seed=cfg.data.split_seed, overlap_rule=cfg.overlap_rule),
-                           {"prepare": prepare, name: own}, f"audit round {t} {mode}")
-            if t < g.rounds:
-                contributions[t] = _stage("generate", generate_spec(per_label_train, t, mode), inputs,
-                                          f"generate round {t} {mode} for round {t + 1} {per_label_train}/label{by}")
-            entries.append({"round": t, "mode": mode, "source": name, "generator": trained, "generate": own,
-                            "audit": audit})
-    return entries
 
 
 def generator_examples(spec: dict, pool: int | None) -> int | None:

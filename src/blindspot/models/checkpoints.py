@@ -103,17 +103,17 @@ def read_adapter_info(path: Path, info_name: str, required: tuple[str, ...], kin
     return info
 
 
-def open_adapter_dir(path: Path, kind: str, info_name: str, required: tuple[str, ...]) -> tuple[dict, Path]:
+def open_adapter_dir(path: Path, kind: str, required: tuple[str, ...]) -> tuple[dict, Path]:
     """(info, base path) of a saved classifier's or generator's directory (`kind`), checked before any
-    weights load: it is a directory, finished (DONE), has its info file and adapter files, holds an
-    adapter of its kind (a classifier's has a trained score head, else peft would silently keep a
-    random one; a generator's has none), and its base is found again by fingerprint. Otherwise one
-    CheckpointError naming the directory or file."""
+    weights load: it is a directory, finished (DONE), has KIND.json with the `required` keys and its
+    adapter files, holds an adapter of its kind (a classifier's has a trained score head, else peft
+    would silently keep a random one; a generator's has none), and its base is found again by
+    fingerprint. Otherwise one CheckpointError naming the directory or file."""
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such {kind} directory")
     if not is_done(path):
         raise CheckpointError(f"{path}: incomplete {kind} (no DONE marker)")
-    info = read_adapter_info(path, info_name, required, kind)
+    info = read_adapter_info(path, f"{kind}.json", required, kind)
     missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)}")

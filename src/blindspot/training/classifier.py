@@ -193,7 +193,7 @@ def _read_info(path: Path) -> dict:
 
 
 def _load(path: Path, device, dtype, quantize: str, trainable: bool) -> Classifier:
-    info, base_path = open_adapter_dir(path, "classifier", "classifier.json", _INFO_KEYS)
+    info, base_path = open_adapter_dir(path, "classifier", _INFO_KEYS)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)
     base = load_base_model(base_path, "classification", len(info["labels"]), dev, dt, quantize,

@@ -224,7 +224,7 @@ def load_generator(path: str | Path, device: str | torch.device = "auto", dtype:
     then ignored, and the log says so.
     """
     path = Path(path)
-    info, base_path = open_adapter_dir(path, "generator", "generator.json", _INFO_KEYS)
+    info, base_path = open_adapter_dir(path, "generator", _INFO_KEYS)
     dev, dt = detect_device(device, dtype)
     tokenizer = load_tokenizer(path)
     quantize = info["spec"].get("quantize", "none")
